@@ -1,0 +1,127 @@
+"""A data set prepared for training: train/val/test splits held as tensors on the device.
+
+Batches are drawn by indexing with a permutation (no per-sample Python, no DataLoader workers).
+Binarization for Bernoulli models is either ``fixed`` (sampled once) or ``dynamic`` (every time
+an example is drawn for training); validation and test data are binarized once with a fixed seed,
+so evaluation numbers are comparable across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vaelab.data.base import DATASETS, ImageArrays, resolve_data_dir
+from vaelab.errors import VaelabError
+
+BINARIZE = ("auto", "none", "dynamic", "fixed")
+EVAL_BINARIZATION_SEED = 1234
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    data_dir: str | None = None  # folder with the files; else $VAELAB_DATA, else the download cache
+    val_fraction: float = 0.1  # carved from the training set by the run's seed
+    binarize: str = "auto"  # auto: dynamic for a Bernoulli likelihood on grey-level data, else none
+
+    def __post_init__(self) -> None:
+        DATASETS.get(self.name)
+        if self.binarize not in BINARIZE:
+            raise VaelabError(f"unknown binarize {self.binarize!r}; choose from: {', '.join(BINARIZE)}")
+        if not 0 <= self.val_fraction < 1:
+            raise VaelabError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class Dataset:
+    name: str
+    shape: tuple[int, ...]
+    train: Tensor
+    val: Tensor
+    test: Tensor
+    train_labels: Tensor | None
+    val_labels: Tensor | None
+    test_labels: Tensor | None
+    dynamic: bool  # resample binary training data every time it is drawn
+
+    def split(self, name: str) -> Tensor:
+        if name not in SPLITS:
+            raise VaelabError(f"unknown split {name!r}; choose from: {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def labels(self, name: str) -> Tensor | None:
+        self.split(name)
+        return getattr(self, f"{name}_labels")
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        steps = len(self.train) // batch_size
+        if steps == 0:
+            raise VaelabError(f"batch size {batch_size} is larger than the training set ({len(self.train)} examples)")
+        return steps
+
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, rank: int = 0, world: int = 1, skip: int = 0
+    ) -> Iterator[Tensor]:
+        """One epoch of shuffled batches (the last partial batch is dropped).
+
+        Under data parallelism the global batch is ``batch_size * world`` and rank r takes its r-th
+        slice, so N processes see exactly the batches one process with N times the batch would.
+        ``skip`` resumes mid-epoch: the same permutation, minus the batches already done.
+        """
+        global_batch = batch_size * world
+        steps = self.steps_per_epoch(global_batch)
+        perm = torch.randperm(len(self.train), generator=generator).to(self.train.device, non_blocking=True)
+        for i in range(skip, steps):
+            idx = perm[i * global_batch + rank * batch_size : i * global_batch + (rank + 1) * batch_size]
+            x = self.train[idx]
+            yield torch.bernoulli(x) if self.dynamic else x
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterator[Tensor]:
+        data = self.split(split)
+        for i in range(0, len(data), batch_size):
+            yield data[i : i + batch_size]
+
+
+def _binarize(x: np.ndarray, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).random(x.shape, dtype=np.float32) < x).astype(np.float32)
+
+
+def load_dataset(config: DataConfig, seed: int, device: torch.device | str = "cpu", binary_model: bool = False) -> Dataset:
+    """Read the data set, carve the validation split, binarize as configured, move to ``device``."""
+    arrays: ImageArrays = DATASETS.get(config.name)(resolve_data_dir(config.data_dir))
+    mode = config.binarize
+    if mode == "auto":
+        mode = "dynamic" if binary_model and not arrays.binary else "none"
+    train, test = arrays.train.astype(np.float32), arrays.test.astype(np.float32)
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = int(round(config.val_fraction * len(train)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    val, train = train[val_idx], train[train_idx]
+    if mode != "none":
+        if train.min() < 0 or train.max() > 1:
+            raise VaelabError(f"binarization needs data in [0, 1]; {config.name} is in [{train.min()}, {train.max()}]")
+        val, test = _binarize(val, EVAL_BINARIZATION_SEED), _binarize(test, EVAL_BINARIZATION_SEED + 1)
+        if mode == "fixed":
+            train = _binarize(train, EVAL_BINARIZATION_SEED + 2)
+
+    def tensor(a: np.ndarray | None) -> Tensor | None:
+        return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    labels = arrays.train_labels
+    return Dataset(
+        name=config.name,
+        shape=tuple(train.shape[1:]),
+        train=tensor(train),
+        val=tensor(val),
+        test=tensor(test),
+        train_labels=None if labels is None else tensor(labels[train_idx]),
+        val_labels=None if labels is None else tensor(labels[val_idx]),
+        test_labels=tensor(arrays.test_labels),
+        dynamic=mode == "dynamic",
+    )
