@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except VaelabError as e:
-        Console(stderr=True).print(f"[bold red]vaelab: error:[/] {escape(str(e))}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]vaelab: error:[/] {escape(str(e))}", highlight=False)
         return 2
     except KeyboardInterrupt:
         Console(stderr=True).print("vaelab: interrupted")
