@@ -40,7 +40,7 @@ def evaluate_model(
     n = 0
     for x in data.eval_batches(split, batch_size):
         loss = model.loss(x)
-        for k, v in {"loss": loss.total, **loss.terms}.items():
+        for k, v in {"loss": loss.total, **loss.terms, **model.metrics(x)}.items():
             sums[k] = sums.get(k, 0) + v * len(x)
         sums["mse"] = sums.get("mse", 0) + ((model.reconstruct(x) - x) ** 2).flatten(1).mean(1).sum()
         codes.append(model.code(x))

@@ -31,7 +31,8 @@ def image_grid(images: Tensor, ncol: int = 8, pad: int = 1) -> np.ndarray:
 
 def save_images(path: Path, images: Tensor, title: str, ncol: int = 8) -> Path:
     grid = image_grid(images, ncol)
-    fig, ax = plt.subplots(figsize=(max(3, grid.shape[1] / 40), max(3, grid.shape[0] / 40) + 0.4))
+    width = max(4.0, grid.shape[1] / 40)  # inches; small images are enlarged, large ones kept sharp
+    fig, ax = plt.subplots(figsize=(width, width * grid.shape[0] / grid.shape[1] + 0.5))
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
@@ -47,7 +48,7 @@ def reconstructions(path: Path, model: Model, x: Tensor, ncol: int = 8) -> Path:
     """Rows alternate: inputs, then their reconstructions (means of p(x|z))."""
     recon = model.reconstruct(x).reshape(x.shape)
     rows = [t for i in range(0, len(x), ncol) for t in (x[i : i + ncol], recon[i : i + ncol])]
-    return save_images(path, torch.cat(rows), "inputs (odd rows) and reconstructions (even rows)", ncol)
+    return save_images(path, torch.cat(rows), "inputs / reconstructions (row pairs)", ncol)
 
 
 def learning_curve(path: Path, metrics_file: Path) -> Path | None:

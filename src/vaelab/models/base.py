@@ -71,6 +71,10 @@ class Model(nn.Module):
         """The objective on a batch; ``step`` (None at evaluation) drives warm-ups and schedules."""
         raise NotImplementedError
 
+    def metrics(self, x: Tensor) -> dict[str, Tensor]:
+        """Model-specific evaluation numbers on a batch (scalar batch means), added to eval.json."""
+        return {}
+
     def forward(self, x: Tensor, step: int | None = None) -> Loss:
         return self.loss(x, step)
 

@@ -31,8 +31,7 @@ def importance_weighted_bound(
     """IWAE_K for each row of x, shape (B,). Samples are drawn in chunks of K that fit ``budget``."""
     if samples < 1:
         raise VaelabError(f"the number of importance samples must be >= 1, got {samples}")
-    batch = x.shape[0]
-    per_sample = max(1, batch * x[0].numel())
+    per_sample = max(1, x.numel())  # elements of one sample of p(x|z) for the whole batch
     chunk = max(1, min(samples, budget // per_sample))
     log_w = []
     for start in range(0, samples, chunk):
