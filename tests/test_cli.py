@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
 import torch
 
 from vaelab.cli import main
@@ -57,13 +56,33 @@ def test_unknown_dataset(capsys):
 
 
 def test_data_folder_without_the_files(capsys, tmp_path):
-    fails_with(capsys, "train-images-idx3-ubyte.gz", "train", "vae", "--data", "mnist", "--data-dir", str(tmp_path),
-               "--out", str(tmp_path / "r"))
+    fails_with(
+        capsys,
+        "train-images-idx3-ubyte.gz",
+        "train",
+        "vae",
+        "--data",
+        "mnist",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "r"),
+    )
 
 
 def test_image_too_small_for_the_conv_backbone(capsys, tmp_path):
-    err = fails_with(capsys, "too small for the conv backbone", "train", "vae", "--out", str(tmp_path / "r"),
-                     "--set", "backbone=conv", "--set", "channels=16,32,64,128")
+    err = fails_with(
+        capsys,
+        "too small for the conv backbone",
+        "train",
+        "vae",
+        "--out",
+        str(tmp_path / "r"),
+        "--set",
+        "backbone=conv",
+        "--set",
+        "channels=16,32,64,128",
+    )
     assert "backbone=mlp" in err
 
 
@@ -120,8 +139,16 @@ def test_bad_numbers(capsys, vae_run, tmp_path):
     fails_with(capsys, "--iw-samples must be >= 1", "eval", str(vae_run.path), "--iw-samples", "0")
     fails_with(capsys, "-n must be >= 1", "sample", str(vae_run.path), "-n", "0")
     fails_with(capsys, "epochs must be >= 1", "train", "vae", "--epochs", "0")
-    fails_with(capsys, "batch size 5000 is larger than the training set", "train", "vae", "--batch-size", "5000",
-               "--out", str(tmp_path / "big"))
+    fails_with(
+        capsys,
+        "batch size 5000 is larger than the training set",
+        "train",
+        "vae",
+        "--batch-size",
+        "5000",
+        "--out",
+        str(tmp_path / "big"),
+    )
 
 
 def test_bernoulli_on_data_outside_unit_interval(capsys, tmp_path, monkeypatch):
@@ -131,12 +158,24 @@ def test_bernoulli_on_data_outside_unit_interval(capsys, tmp_path, monkeypatch):
 
     def wide(data_dir):
         rng = np.random.default_rng(0)
-        return ImageArrays(train=rng.normal(size=(300, 1, 8, 8)).astype(np.float32),
-                           test=rng.normal(size=(50, 1, 8, 8)).astype(np.float32))
+        return ImageArrays(
+            train=rng.normal(size=(300, 1, 8, 8)).astype(np.float32),
+            test=rng.normal(size=(50, 1, 8, 8)).astype(np.float32),
+        )
 
     monkeypatch.setitem(DATASETS._entries, "wide", DATASETS._entries["digits"].__class__("wide", wide, "test"))
-    fails_with(capsys, "needs data in [0, 1]", "train", "vae", "--data", "wide", "--set", "binarize=none",
-               "--out", str(tmp_path / "w"))
+    fails_with(
+        capsys,
+        "needs data in [0, 1]",
+        "train",
+        "vae",
+        "--data",
+        "wide",
+        "--set",
+        "binarize=none",
+        "--out",
+        str(tmp_path / "w"),
+    )
 
 
 def test_sample_of_a_non_generative_model(capsys, tmp_path):

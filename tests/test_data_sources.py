@@ -70,7 +70,7 @@ def test_read_idx_round_trip(tmp_path, gz):
 def test_read_idx_truncated_gz(tmp_path):
     path = write_idx(tmp_path / "a.gz", np.arange(1000, dtype=np.int64).reshape(10, 100) % 256)
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(VaelabError, match="truncated|corrupt") as err:
+    with pytest.raises(VaelabError, match=r"truncated|corrupt") as err:
         read_idx(path)
     assert str(path) in str(err.value)
 
@@ -208,8 +208,11 @@ def test_corrupt_download_leaves_nothing(tmp_path, cache, monkeypatch):
 
 
 def test_all_mirrors_fail(tmp_path, cache, monkeypatch):
-    use_fake_source(monkeypatch, write_fake_mnist(tmp_path / "elsewhere"),
-                    ((tmp_path / "a").as_uri() + "/", (tmp_path / "b").as_uri() + "/"))
+    use_fake_source(
+        monkeypatch,
+        write_fake_mnist(tmp_path / "elsewhere"),
+        ((tmp_path / "a").as_uri() + "/", (tmp_path / "b").as_uri() + "/"),
+    )
     with pytest.raises(VaelabError) as err:
         mnist.load_mnist(None)
     msg = str(err.value)

@@ -36,7 +36,9 @@ def checkpoint_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_run_folder_has_everything(vae_run):
     files = {p.name for p in vae_run.path.iterdir()}
     assert {"config.json", "model.safetensors", "checkpoint.pt", "metrics.jsonl", "tb", "figures"} <= files
-    assert {"reconstructions.png", "samples.png", "learning_curve.png"} <= {p.name for p in (vae_run.path / "figures").iterdir()}
+    assert {"reconstructions.png", "samples.png", "learning_curve.png"} <= {
+        p.name for p in (vae_run.path / "figures").iterdir()
+    }
     config = json.loads((vae_run.path / "config.json").read_text())
     assert config["model"] == "vae" and config["data_shape"] == [1, 8, 8]
     records = vae_run.metrics()
@@ -78,7 +80,7 @@ def _interrupt_then_resume(tmp_path: Path) -> Path:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     state = torch.load(run / "checkpoint.pt", weights_only=True)
@@ -164,7 +166,9 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path):
     one = vaelab.train("ae", "digits", tmp_path / "one", batch_size=100, devices=1, **common)
     two = vaelab.train("ae", "digits", tmp_path / "two", batch_size=50, devices=2, **common)
     w1, w2 = weights(one.path), weights(two.path)
-    start = vaelab.train("ae", "digits", tmp_path / "zero", batch_size=100, devices=1, **{**common, "epochs": 1, "lr": 1e-12})
+    start = vaelab.train(
+        "ae", "digits", tmp_path / "zero", batch_size=100, devices=1, **{**common, "epochs": 1, "lr": 1e-12}
+    )
     moved = max(float((w1[k] - weights(start.path)[k]).abs().max()) for k in w1)
     assert moved > 1e-3  # training really changed the weights
     for k in w1:

@@ -29,7 +29,9 @@ def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig
         section, _, name = key.rpartition(".")
         if section and section not in classes:
             raise VaelabError(f"unknown config section {section!r} in {key!r}; choose from: model, data, train")
-        owners = [section] if section else [s for s, c in classes.items() if name in {f.name for f in dataclasses.fields(c)}]
+        owners = (
+            [section] if section else [s for s, c in classes.items() if name in {f.name for f in dataclasses.fields(c)}]
+        )
         if not owners or name not in {f.name for f in dataclasses.fields(classes[owners[0]])}:
             valid = sorted(f.name for c in classes.values() for f in dataclasses.fields(c) if f.name != "name")
             raise VaelabError(f"unknown config key {key!r} for model {model!r}; valid keys: {', '.join(valid)}")

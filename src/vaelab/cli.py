@@ -64,7 +64,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     run = load(args.run, device)
     result = evaluate(run, args.split, args.iw_samples, device, args.data_dir)
-    table = Table(title=f"{run.config.model} on {run.config.data.name} ({args.split}, {result['num_examples']} examples)")
+    table = Table(
+        title=f"{run.config.model} on {run.config.data.name} ({args.split}, {result['num_examples']} examples)"
+    )
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in result.items():
@@ -77,8 +79,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         kls = " ".join(f"{v:.2f}" for v in result["kl_per_dim"])
         console.print(f"KL per latent dimension (nats): {kls}")
         if result["active_units"] < 0.5 * result["latent_dim"]:
-            console.print(f"[yellow]warning: only {result['active_units']} of {result['latent_dim']} latent units are "
-                          "active; the posterior has mostly collapsed to the prior[/]")
+            console.print(
+                f"[yellow]warning: only {result['active_units']} of {result['latent_dim']} latent units are "
+                "active; the posterior has mostly collapsed to the prior[/]"
+            )
     console.print(f"written: {run.path / 'eval.json'}")
 
 

@@ -66,15 +66,19 @@ def evaluate_model(
     return result
 
 
-def evaluate(run: Run, split: str = "test", iw_samples: int | None = None, device: str = "cpu",
-             data_dir: str | None = None) -> dict[str, Any]:
+def evaluate(
+    run: Run, split: str = "test", iw_samples: int | None = None, device: str = "cpu", data_dir: str | None = None
+) -> dict[str, Any]:
     """Evaluate a loaded run and write RUN/eval.json (the IWAE default is K=1000 for generative models)."""
     if iw_samples is None and run.model.generative:
         iw_samples = 1000
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
-    result = {"model": run.config.model, "data": run.config.data.name,
-              **evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)}
+    result = {
+        "model": run.config.model,
+        "data": run.config.data.name,
+        **evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size),
+    }
     text = json.dumps(result, indent=2)
     atomic_write(run.path / "eval.json", lambda p: open(p, "w").write(text))
     return result

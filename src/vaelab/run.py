@@ -1,12 +1,12 @@
 """A run folder: everything needed to rebuild, resume, evaluate and look at one training run.
 
-    RUN/config.json          model, data and training options (rebuilds the model and the data)
-    RUN/model.safetensors    weights (the best validation epoch when there is a validation split)
-    RUN/checkpoint.pt        training state for --resume (optimizer, schedule, step, RNG), atomic
-    RUN/metrics.jsonl        one JSON object per logged training interval and per validation
-    RUN/tb/                  TensorBoard events
-    RUN/figures/*.png        reconstructions, samples, learning curve
-    RUN/eval.json            written by `vaelab eval`
+RUN/config.json          model, data and training options (rebuilds the model and the data)
+RUN/model.safetensors    weights (the best validation epoch when there is a validation split)
+RUN/checkpoint.pt        training state for --resume (optimizer, schedule, step, RNG), atomic
+RUN/metrics.jsonl        one JSON object per logged training interval and per validation
+RUN/tb/                  TensorBoard events
+RUN/figures/*.png        reconstructions, samples, learning curve
+RUN/eval.json            written by `vaelab eval`
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
         if not isinstance(d, dict) or d.get("format") != RUN_FORMAT:
-            raise VaelabError(f"{where} is not a vaelab run config (no \"format\": \"{RUN_FORMAT}\")")
+            raise VaelabError(f'{where} is not a vaelab run config (no "format": "{RUN_FORMAT}")')
         model_cls = MODELS.get(d["model"])
         return cls(
             model=d["model"],
@@ -130,7 +130,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a damaged zip/pickle
-        raise VaelabError(f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); cannot resume from it") from None
+        raise VaelabError(
+            f"checkpoint {path} is truncated or corrupt ({type(e).__name__}); cannot resume from it"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise VaelabError(f"{path} is not a vaelab training checkpoint")
     return state

@@ -92,7 +92,9 @@ def _binarize(x: np.ndarray, seed: int) -> np.ndarray:
     return (np.random.default_rng(seed).random(x.shape, dtype=np.float32) < x).astype(np.float32)
 
 
-def load_dataset(config: DataConfig, seed: int, device: torch.device | str = "cpu", binary_model: bool = False) -> Dataset:
+def load_dataset(
+    config: DataConfig, seed: int, device: torch.device | str = "cpu", binary_model: bool = False
+) -> Dataset:
     """Read the data set, carve the validation split, binarize as configured, move to ``device``."""
     arrays: ImageArrays = DATASETS.get(config.name)(resolve_data_dir(config.data_dir))
     mode = config.binarize
@@ -100,7 +102,7 @@ def load_dataset(config: DataConfig, seed: int, device: torch.device | str = "cp
         mode = "dynamic" if binary_model and not arrays.binary else "none"
     train, test = arrays.train.astype(np.float32), arrays.test.astype(np.float32)
     order = np.random.default_rng(seed).permutation(len(train))
-    n_val = int(round(config.val_fraction * len(train)))
+    n_val = round(config.val_fraction * len(train))
     val_idx, train_idx = order[:n_val], order[n_val:]
     val, train = train[val_idx], train[train_idx]
     if mode != "none":

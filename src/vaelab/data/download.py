@@ -42,9 +42,11 @@ def fetch(urls: list[str], dest: Path, md5: str) -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise VaelabError(f"cannot create the download folder {dest.parent}: {exc}. Set {CACHE_ENV} to a "
-                          f"writable folder, or pass --data-dir DIR (or set {DATA_ENV}) to a folder "
-                          f"holding {dest.name}") from None
+        raise VaelabError(
+            f"cannot create the download folder {dest.parent}: {exc}. Set {CACHE_ENV} to a "
+            f"writable folder, or pass --data-dir DIR (or set {DATA_ENV}) to a folder "
+            f"holding {dest.name}"
+        ) from None
     failures: list[str] = []
     mismatches: list[str] = []
     for url in urls:
@@ -62,19 +64,24 @@ def fetch(urls: list[str], dest: Path, md5: str) -> Path:
             if tmp.exists():
                 tmp.unlink()
     if mismatches:
-        raise VaelabError(f"checksum mismatch downloading {dest.name}, the download was discarded: "
-                          + "; ".join(mismatches + failures))
+        raise VaelabError(
+            f"checksum mismatch downloading {dest.name}, the download was discarded: "
+            + "; ".join(mismatches + failures)
+        )
     tried = "; ".join(failures) if failures else "no mirror URLs"
-    raise VaelabError(f"could not download {dest.name} ({tried}). If this machine is offline, copy "
-                      f"{dest.name} into a folder and pass --data-dir DIR or set {DATA_ENV}=DIR")
+    raise VaelabError(
+        f"could not download {dest.name} ({tried}). If this machine is offline, copy "
+        f"{dest.name} into a folder and pass --data-dir DIR or set {DATA_ENV}=DIR"
+    )
 
 
 def _temp_file(dest: Path) -> Path:
     try:
         fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     except OSError as exc:
-        raise VaelabError(f"cannot write to the download folder {dest.parent}: {exc}. Set {CACHE_ENV} to "
-                          "a writable folder") from None
+        raise VaelabError(
+            f"cannot write to the download folder {dest.parent}: {exc}. Set {CACHE_ENV} to a writable folder"
+        ) from None
     os.close(fd)
     return Path(name)
 

@@ -45,11 +45,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     got = len(raw) - offset
     if got != expected:
         what = "truncated" if got < expected else "followed by extra bytes"
-        raise _corrupt(path, f"the header promises shape {shape} ({expected} bytes) but the data is {what} "
-                             f"({got} bytes)")
+        raise _corrupt(
+            path, f"the header promises shape {shape} ({expected} bytes) but the data is {what} ({got} bytes)"
+        )
     return np.frombuffer(raw, dtype=dtype, offset=offset).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _corrupt(path: Path, detail: str) -> VaelabError:
-    return VaelabError(f"{path} is truncated or corrupt: {detail}. Delete it and download it again "
-                       "(or point --data-dir at a folder with a good copy).")
+    return VaelabError(
+        f"{path} is truncated or corrupt: {detail}. Delete it and download it again "
+        "(or point --data-dir at a folder with a good copy)."
+    )

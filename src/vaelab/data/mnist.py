@@ -33,14 +33,32 @@ class IdxSource:
 SOURCES: dict[str, IdxSource] = {
     "mnist": IdxSource(
         "MNIST handwritten digits, 28x28 grey, 60k train / 10k test",
-        dict(zip(FILES, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                         "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"))),
+        dict(
+            zip(
+                FILES,
+                (
+                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+                    "d53e105ee54ea40749a09fcbcd1e9432",
+                    "9fb629c4189551a2d022fa330f9573f3",
+                    "ec29112dd5afa0611ce80d1b7f02629c",
+                ),
+            )
+        ),
         ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
     ),
     "fashion-mnist": IdxSource(
         "Fashion-MNIST clothing images, 28x28 grey, 60k train / 10k test",
-        dict(zip(FILES, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-                         "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"))),
+        dict(
+            zip(
+                FILES,
+                (
+                    "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+                    "25c81989df183df01b3e8a0aad5dffbe",
+                    "bef4ecab320f06d8554ea6380940ec79",
+                    "bb300cfdad3c16e7a12a480ee83cd310",
+                ),
+            )
+        ),
         ("https://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     ),
 }
@@ -81,9 +99,11 @@ def _find_folder(name: str, data_dir: Path) -> Path:
         absent = [f for f in FILES if not (folder / f).is_file()]
         state = "folder does not exist" if not folder.is_dir() else "missing " + ", ".join(absent)
         missing.append(f"{folder} ({state})")
-    raise VaelabError(f"{name} not found: looked in {'; '.join(missing)}. Put the files {', '.join(FILES)} in "
-                      f"{data_dir / name} or {data_dir}, or drop --data-dir and unset {DATA_ENV} to download "
-                      "them into the cache")
+    raise VaelabError(
+        f"{name} not found: looked in {'; '.join(missing)}. Put the files {', '.join(FILES)} in "
+        f"{data_dir / name} or {data_dir}, or drop --data-dir and unset {DATA_ENV} to download "
+        "them into the cache"
+    )
 
 
 def _download_missing(name: str, source: IdxSource) -> Path:
@@ -103,14 +123,19 @@ def _verify(path: Path, expected: str, name: str) -> None:
     if got == expected:
         return
     other = [n for n, s in SOURCES.items() if n != name and got in s.md5s.values()]
-    problem = (f"it is the {other[0]} file, not {name}; point --data-dir or {DATA_ENV} at the {name} files"
-               if other else f"the file is corrupt or not the official {name} release; delete or replace it")
+    problem = (
+        f"it is the {other[0]} file, not {name}; point --data-dir or {DATA_ENV} at the {name} files"
+        if other
+        else f"the file is corrupt or not the official {name} release; delete or replace it"
+    )
     raise VaelabError(f"{path} has the wrong md5: expected {expected}, got {got}; {problem}")
 
 
 def _pair(images_path: os.PathLike, labels_path: os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise VaelabError(f"{images_path} (shape {images.shape}) and {labels_path} (shape {labels.shape}) do "
-                          "not form an image set with one label per image; replace them with the official files")
+        raise VaelabError(
+            f"{images_path} (shape {images.shape}) and {labels_path} (shape {labels.shape}) do "
+            "not form an image set with one label per image; replace them with the official files"
+        )
     return (images.astype(np.float32) / 255.0)[:, None], labels.astype(np.int64)

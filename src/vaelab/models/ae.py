@@ -1,6 +1,6 @@
 """Plain autoencoder: a deterministic code z = f(x), trained to reconstruct x.
 
-    loss = -log p(x | z = f(x))   (cross-entropy for Bernoulli, squared error / 2 sigma^2 + const for Gaussian)
+loss = -log p(x | z = f(x))   (cross-entropy for Bernoulli, squared error / 2 sigma^2 + const for Gaussian)
 """
 
 from __future__ import annotations

@@ -95,7 +95,9 @@ class MLPDecoder(nn.Module):
 def _conv_sizes(shape: tuple[int, ...], depth: int) -> list[tuple[int, int]]:
     """Spatial sizes after each stride-2 conv (kernel 4, padding 1 halves a size, rounding down)."""
     if len(shape) != 3:
-        raise VaelabError(f"the conv backbone needs images (C, H, W), got data of shape {tuple(shape)}; use --set backbone=mlp")
+        raise VaelabError(
+            f"the conv backbone needs images (C, H, W), got data of shape {tuple(shape)}; use --set backbone=mlp"
+        )
     sizes = [tuple(shape[1:])]
     for _ in range(depth):
         sizes.append((sizes[-1][0] // 2, sizes[-1][1] // 2))
@@ -125,7 +127,9 @@ class ConvEncoder(nn.Module):
 class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder; output_padding restores odd sizes so any H x W comes back exactly."""
 
-    def __init__(self, latent: int, out_shape: tuple[int, ...], channels: tuple[int, ...], act: type[nn.Module]) -> None:
+    def __init__(
+        self, latent: int, out_shape: tuple[int, ...], channels: tuple[int, ...], act: type[nn.Module]
+    ) -> None:
         super().__init__()
         sizes = _conv_sizes(out_shape, len(channels))[::-1]  # smallest first
         self.start = (channels[0], *sizes[0])

@@ -207,8 +207,16 @@ class Trainer:
                     means = self._check(names, sums / count)
                     rate = seen / (time.perf_counter() - t0)
                     lr = self.scheduler.get_last_lr()[0]
-                    monitor.log({"split": "train", "step": self.step, "epoch": self.epoch, **means,
-                                 "samples_per_s": rate, "lr": lr})
+                    monitor.log(
+                        {
+                            "split": "train",
+                            "step": self.step,
+                            "epoch": self.epoch,
+                            **means,
+                            "samples_per_s": rate,
+                            "lr": lr,
+                        }
+                    )
                     sums, count, t0, seen = None, 0, time.perf_counter(), 0
                     if self._should_stop():
                         self._checkpoint()
@@ -271,7 +279,9 @@ class Trainer:
         val = means["loss"]
         if not math.isfinite(val):
             self._restore_last_good()
-            raise NonFiniteLoss(f"the validation loss became non-finite at epoch {self.epoch}; the last good state is kept")
+            raise NonFiniteLoss(
+                f"the validation loss became non-finite at epoch {self.epoch}; the last good state is kept"
+            )
         monitor.log({"split": "val", "step": self.step, "epoch": self.epoch, **means})
         if val < self.best_val:
             self.best_val, self.bad_epochs, self.best_epoch = val, 0, self.epoch
