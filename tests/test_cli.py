@@ -182,3 +182,19 @@ def test_sample_of_a_non_generative_model(capsys, tmp_path):
     code, _, err = run_cli(capsys, "train", "ae", "--epochs", "1", "--out", str(tmp_path / "ae"))
     assert code == 0, err
     fails_with(capsys, "is not a generative model", "sample", str(tmp_path / "ae"))
+
+
+def test_presets_are_valid_and_flags_override_them(capsys, tmp_path):
+    from vaelab.api import make_run_config
+    from vaelab.presets import presets
+
+    for preset in presets().values():
+        make_run_config(preset.model, preset.data, preset.options)  # raises on a stale key or value
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0 and "vae-digits" in out
+    code, _, err = run_cli(capsys, "train", "--preset", "vae-digits", "--epochs", "1", "--out", str(tmp_path / "p"))
+    assert code == 0, err
+    config = json.loads((tmp_path / "p" / "config.json").read_text())
+    assert config["train"]["epochs"] == 1 and config["model_config"]["latent_dim"] == 8
+    fails_with(capsys, "unknown preset 'nope'; choose from:", "train", "--preset", "nope")
+    fails_with(capsys, "trains 'vae', not 'ae'", "train", "ae", "--preset", "vae-digits")

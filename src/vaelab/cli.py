@@ -17,6 +17,7 @@ from vaelab.config import parse_assignments
 from vaelab.data import DATASETS
 from vaelab.errors import VaelabError
 from vaelab.models import MODELS
+from vaelab.presets import get_preset, presets
 
 console = Console()
 
@@ -40,18 +41,24 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     given = {key: getattr(args, key) for key in SHORTHANDS if getattr(args, key) is not None}
     if args.resume:
-        if args.model or given or args.set or args.data or args.out:
+        if args.model or given or args.set or args.data or args.out or args.preset:
             raise VaelabError("--resume continues a run with its own config.json; give no model or options with it")
         console.print(f"resuming {args.resume}")
         run_dir = train(None, args.resume, resume=True)
     else:
-        if not args.model:
-            raise VaelabError(f"name a model to train (choose from: {', '.join(MODELS.names())}) or --resume RUN")
-        options = {SHORTHANDS[k]: v for k, v in given.items()}
+        model, data, options = args.model, args.data, {}
+        if args.preset:
+            preset = get_preset(args.preset)
+            if model and model != preset.model:
+                raise VaelabError(f"preset {preset.name!r} trains {preset.model!r}, not {model!r}; drop one of them")
+            model, data, options = preset.model, data or preset.data, dict(preset.options)
+        if not model:
+            raise VaelabError(f"name a model to train (choose from: {', '.join(MODELS.names())}), --preset or --resume")
+        options.update({SHORTHANDS[k]: v for k, v in given.items()})
         options.update(parse_assignments(args.set))
-        config = make_run_config(args.model, args.data or "digits", options)
-        run_dir = Path(args.out) if args.out else default_run_dir(args.model, config.data.name)
-        console.print(f"training {args.model} on {config.data.name} into {run_dir}")
+        config = make_run_config(model, data or "digits", options)
+        run_dir = Path(args.out) if args.out else default_run_dir(model, config.data.name)
+        console.print(f"training {model} on {config.data.name} into {run_dir}")
         train(config, run_dir)
     console.print(f"done: {run_dir}   next: vaelab eval {run_dir}")
 
@@ -129,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", type=int, help="data-parallel processes (DDP)")
     t.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"])
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, repeatable")
+    t.add_argument("--preset", help="a shipped configuration (see `vaelab presets`); flags override it")
     t.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
     t.set_defaults(func=cmd_train)
 
@@ -149,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the models").set_defaults(func=lambda a: _listing("models", MODELS))
     sub.add_parser("datasets", help="list the data sets").set_defaults(func=lambda a: _listing("data sets", DATASETS))
+    sub.add_parser("presets", help="list the shipped presets").set_defaults(
+        func=lambda a: _listing("presets", presets().values())
+    )
     return p
 
 
