@@ -30,8 +30,8 @@ What is timed (wall clock, ``time.perf_counter``; on CUDA after a synchronize):
                    the same training samples, to show what a user waits for. Not timed for either
                    side: reading MNIST, carving the split and building the model (``Trainer()``).
     vaelab own     the median ``samples_per_s`` of the train records in metrics.jsonl (the trainer's
-                   own per-interval rate; intervals that straddle a validation or checkpoint are slower,
-                   which the median ignores).
+                   own rate per ``log_every`` interval; an interval holding a checkpoint is slower, which
+                   the median ignores).
     CPU time       "hand" and "vaelab steps" once more, as ``time.process_time()`` (CPU seconds of all
                    threads of this process) instead of wall time. On a machine shared with other jobs
                    this is much less disturbed than wall time (it does not count time spent waiting for
@@ -39,7 +39,16 @@ What is timed (wall clock, ``time.perf_counter``; on CUDA after a synchronize):
 
 The runs alternate (hand, vaelab, vaelab, hand, ...) after an untimed warm-up of each, and best
 (fastest run, the least disturbed by other processes) and median are reported. ``--steps-per-epoch``
-shortens a run by training on the first N*batch examples of the training split (both sides).
+shortens a run by training on the first N*batch examples of the training split (both sides). Both
+loops also report the mean training loss of their last epoch: they should agree (same model, data,
+optimizer), which shows the two sides do the same work.
+
+Threads: both loops run with ``--threads`` torch threads (default 1). On a small machine shared with
+other jobs, two OpenMP threads that lose their core to another process stall each other at every
+parallel region (a 100x784x512 matmul took 24 ms instead of 1.1 ms with a load average of 3 on 2
+cores), which swamps what this benchmark measures; ``--threads 0`` uses torch's default on a quiet
+machine. The per-step framework overhead is fixed in time, so fewer threads (longer steps) make the
+ratio look better and more threads make it look worse.
 
 Usage:
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/throughput.py
@@ -109,8 +118,13 @@ def hand_train(x_train: Tensor, epochs: int, steps: int, batch: int, lr: float, 
     sync(device)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     samples = epochs * steps * batch
-    return {"seconds": seconds, "samples_per_s": samples / seconds, "cpu_seconds": cpu_seconds,
-            "cpu_samples_per_s": samples / cpu_seconds, "final_train_loss": float(epoch_loss) / steps}
+    return {
+        "seconds": seconds,
+        "samples_per_s": samples / seconds,
+        "cpu_seconds": cpu_seconds,
+        "cpu_samples_per_s": samples / cpu_seconds,
+        "final_train_loss": float(epoch_loss) / steps,
+    }
 
 
 # -- (a) vaelab's Trainer ----------------------------------------------------------------------------
@@ -118,9 +132,19 @@ def hand_train(x_train: Tensor, epochs: int, steps: int, batch: int, lr: float, 
 
 def vaelab_config(args: argparse.Namespace, epochs: int) -> Any:
     options: dict[str, Any] = dict(
-        backbone="mlp", hidden=(HIDDEN,), latent_dim=LATENT, activation="relu", likelihood="bernoulli",
-        binarize="dynamic", val_fraction=args.val_fraction, epochs=epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, device=args.device, precision="32",
+        backbone="mlp",
+        hidden=(HIDDEN,),
+        latent_dim=LATENT,
+        activation="relu",
+        likelihood="bernoulli",
+        binarize="dynamic",
+        val_fraction=args.val_fraction,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        precision="32",
     )
     if args.data_dir:
         options["data_dir"] = args.data_dir
@@ -146,6 +170,9 @@ def vaelab_train(args: argparse.Namespace, epochs: int, steps: int, root: Path, 
     run_dir.mkdir(parents=True)
     device = resolve_device(args.device)
     trainer = Trainer(vaelab_config(args, epochs), run_dir, device)  # reads data, builds the model: untimed
+    missing = [m for m in ("_train", "_validate", "_checkpoint", "_finish") if not callable(getattr(trainer, m, None))]
+    if missing:  # the timing wraps these methods of the instance; say so plainly if the trainer changed
+        raise SystemExit(f"vaelab's Trainer no longer has {', '.join(missing)}: update benchmarks/throughput.py")
     if steps < trainer.steps_per_epoch:  # --steps-per-epoch: train on the first steps*batch examples
         trainer.data.train = trainer.data.train[: steps * args.batch_size]
         if trainer.data.train_labels is not None:
@@ -160,6 +187,7 @@ def vaelab_train(args: argparse.Namespace, epochs: int, steps: int, root: Path, 
         def record(seconds: float, cpu_seconds: float) -> None:
             t[key] += seconds
             cpu[key] += cpu_seconds
+
         return record
 
     def add_checkpoint(seconds: float, cpu_seconds: float) -> None:
@@ -227,6 +255,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     # the same split and the same training tensor the Trainer will use (seeded), loaded once, untimed
@@ -242,8 +271,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vaelab-throughput-") as tmp:
         root = Path(tmp)
         log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if not args.quiet else (lambda msg: None)
-        log(f"warm-up ({args.warmup_steps} steps each), then {args.repeats} x (hand, vaelab): "
-            f"{args.epochs} epoch(s) x {steps} steps x batch {args.batch_size}, {args.threads} thread(s), {device}")
+        log(
+            f"warm-up ({args.warmup_steps} steps each), then {args.repeats} x (hand, vaelab): "
+            f"{args.epochs} epoch(s) x {steps} steps x batch {args.batch_size}, {args.threads} thread(s), {device}"
+        )
         hand_train(x_train, 1, min(args.warmup_steps, steps), args.batch_size, args.lr, args.seed)
         vaelab_train(args, 1, min(args.warmup_steps, steps), root, "warmup")
         for r in range(args.repeats):
@@ -255,8 +286,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     vae.append(vaelab_train(args, args.epochs, steps, root, f"run{r}"))
                     v = vae[-1]
-                    log(f"  round {r + 1} vaelab: {v['samples_per_s']:9.0f} samples/s steps, "
-                        f"{v['fit_samples_per_s']:.0f} fit, parts {v['parts_seconds']}")
+                    log(
+                        f"  round {r + 1} vaelab: {v['samples_per_s']:9.0f} samples/s steps, "
+                        f"{v['fit_samples_per_s']:.0f} fit, parts {v['parts_seconds']}"
+                    )
 
     rows = {
         "hand": summary([x["samples_per_s"] for x in hand]),
@@ -270,15 +303,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.console import Console
 
     return {
-        "config": {"epochs": args.epochs, "steps_per_epoch": steps, "batch_size": args.batch_size,
-                   "threads": args.threads, "device": str(device), "repeats": args.repeats,
-                   "torch": torch.__version__, "progress_bar": Console(stderr=True).is_terminal},
+        "config": {
+            "epochs": args.epochs,
+            "steps_per_epoch": steps,
+            "batch_size": args.batch_size,
+            "threads": args.threads,
+            "device": str(device),
+            "repeats": args.repeats,
+            "torch": torch.__version__,
+            "progress_bar": Console(stderr=True).is_terminal,
+            "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
+        },
         "samples_per_s": rows,
         "ratio": {k: rows["vaelab_steps"][k] / h[k] for k in h},
         "ratio_fit": {k: rows["vaelab_fit"][k] / h[k] for k in h},
         "ratio_cpu": {k: rows["vaelab_steps_cpu"][k] / hc[k] for k in hc},
-        "final_train_loss": {"hand": [x["final_train_loss"] for x in hand],
-                             "vaelab": [x["final_train_loss"] for x in vae]},
+        "final_train_loss": {
+            "hand": [x["final_train_loss"] for x in hand],
+            "vaelab": [x["final_train_loss"] for x in vae],
+        },
         "runs": {"hand": hand, "vaelab": vae},
     }
 
@@ -298,34 +341,56 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     c = result["config"]
-    table = Table(title=f"MLP VAE 784-512-16, MNIST, {c['epochs']} epoch(s) x {c['steps_per_epoch']} steps x "
-                        f"batch {c['batch_size']}, {c['threads']} thread(s), {c['device']}, torch {c['torch']}")
+    table = Table(
+        title=f"MLP VAE 784-512-16, MNIST, {c['epochs']} epoch(s) x {c['steps_per_epoch']} steps x "
+        f"batch {c['batch_size']}, {c['threads']} thread(s), {c['device']}, torch {c['torch']}"
+    )
     table.add_column("samples/s")
     for name in ("best", "median", "/hand best", "/hand median"):
         table.add_column(name, justify="right")
     rows = result["samples_per_s"]
     for key, label, base in ROWS:
         s, b = rows[key], rows[base]
-        table.add_row(label, f"{s['best']:.0f}", f"{s['median']:.0f}", f"{s['best'] / b['best']:.3f}",
-                      f"{s['median'] / b['median']:.3f}")
+        table.add_row(
+            label,
+            f"{s['best']:.0f}",
+            f"{s['median']:.0f}",
+            f"{s['best'] / b['best']:.3f}",
+            f"{s['median'] / b['median']:.3f}",
+        )
     console = Console(width=max(100, Console().width))
     console.print(table)
     losses = result["final_train_loss"]
-    console.print(f"last-epoch mean train loss (nats/image): hand {', '.join(f'{x:.2f}' for x in losses['hand'])}; "
-                  f"vaelab {', '.join(f'{x:.2f}' for x in losses['vaelab'])}", highlight=False)
+    console.print(
+        f"last-epoch mean train loss (nats/image): hand {', '.join(f'{x:.2f}' for x in losses['hand'])}; "
+        f"vaelab {', '.join(f'{x:.2f}' for x in losses['vaelab'])}",
+        highlight=False,
+    )
     r, rc = result["ratio"], result["ratio_cpu"]
-    console.print(f"ratio vaelab/hand, training steps: best {r['best']:.3f}, median {r['median']:.3f} (wall); "
-                  f"best {rc['best']:.3f}, median {rc['median']:.3f} (CPU time); target >= 0.95", highlight=False)
+    console.print(
+        f"ratio vaelab/hand, training steps: best {r['best']:.3f}, median {r['median']:.3f} (wall); "
+        f"best {rc['best']:.3f}, median {rc['median']:.3f} (CPU time); target >= 0.95",
+        highlight=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--epochs", type=int, default=2, help="epochs per timed run (default 2)")
-    p.add_argument("--steps-per-epoch", type=int, default=0,
-                   help="train on the first N*batch examples only (default: the full split, 540 steps)")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs of each loop, alternating (default 2)")
+    p.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=0,
+        help="train on the first N*batch examples only (default: the full split, 540 steps)",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each loop, alternating (default 3)")
     p.add_argument("--warmup-steps", type=int, default=30, help="untimed steps of each loop first (default 30)")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads for both loops")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help=f"torch threads for both loops (default 1; 0: torch's default, {torch.get_num_threads()} here)",
+    )
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -334,14 +399,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="folder holding mnist/ (default: $VAELAB_DATA)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     p.add_argument("--quiet", action="store_true", help="no per-run lines on stderr")
-    p.add_argument("--min-ratio", type=float, default=0.0,
-                   help="exit with status 1 if the best-of ratio vaelab/hand is below this (e.g. 0.95)")
+    p.add_argument(
+        "--min-ratio",
+        type=float,
+        default=0.0,
+        help="exit with status 1 if the best-of ratio vaelab/hand is below this (e.g. 0.95)",
+    )
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.repeats < 1 or args.steps_per_epoch < 0 or args.threads < 1:
-        p.error("--epochs, --repeats and --threads must be >= 1, --steps-per-epoch >= 0")
+    if args.epochs < 1 or args.repeats < 1 or args.steps_per_epoch < 0 or args.threads < 0:
+        p.error("--epochs and --repeats must be >= 1, --steps-per-epoch and --threads >= 0")
+    args.threads = args.threads or torch.get_num_threads()
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > max(0.5, cores - args.threads):
+        print(
+            f"note: load average {load:.1f} on {cores} cores: other processes compete for the CPU, so the "
+            "numbers are noisy (and with more than one thread, OpenMP waits inflate both loops)",
+            file=sys.stderr,
+        )
     if not args.data_dir and not os.environ.get("VAELAB_DATA"):
-        print("note: neither --data-dir nor $VAELAB_DATA is set; vaelab will use (or download to) its cache",
-              file=sys.stderr)
+        print(
+            "note: neither --data-dir nor $VAELAB_DATA is set; vaelab will use (or download to) its cache",
+            file=sys.stderr,
+        )
     result = run(args)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -48,7 +48,8 @@ def test_eval_and_sample(capsys, vae_run, tmp_path):
 
 
 def test_unknown_model(capsys):
-    fails_with(capsys, "unknown model 'nope'; choose from: ae, vae", "train", "nope")
+    err = fails_with(capsys, "unknown model 'nope'; choose from: ae, ", "train", "nope")
+    assert "iwae" in err and "vae" in err  # every registered model is listed
 
 
 def test_unknown_dataset(capsys):

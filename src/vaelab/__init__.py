@@ -4,6 +4,7 @@ from vaelab.api import make_run_config, resume, train
 from vaelab.data import DATASETS, DataConfig, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate, evaluate_model
+from vaelab.features import probe
 from vaelab.models import MODELS, Loss, Model, build_model
 from vaelab.run import Run, RunConfig, load
 
@@ -24,6 +25,7 @@ __all__ = [
     "load",
     "load_dataset",
     "make_run_config",
+    "probe",
     "resume",
     "train",
 ]

@@ -1,4 +1,4 @@
-"""The ``vaelab`` command: train, eval, sample, models, datasets.
+"""The ``vaelab`` command: train, eval, probe, sample, models, datasets, presets.
 
 Every bad input surfaces as a VaelabError, printed as one line without a traceback (exit code 2).
 """
@@ -85,12 +85,128 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if "kl_per_dim" in result:
         kls = " ".join(f"{v:.2f}" for v in result["kl_per_dim"])
         console.print(f"KL per latent dimension (nats): {kls}")
-        if result["active_units"] < 0.5 * result["latent_dim"]:
-            console.print(
-                f"[yellow]warning: only {result['active_units']} of {result['latent_dim']} latent units are "
-                "active; the posterior has mostly collapsed to the prior[/]"
-            )
+    if "iwae_samples_per_s" in result:
+        console.print(f"IWAE bound: {result['iwae_samples_per_s']:,.0f} samples/s (K={result['iw_samples']})")
+    if result.get("posterior_collapsed"):
+        console.print(
+            f"[yellow]warning: posterior collapse: only {result['active_units']} of {result['latent_dim']} latent "
+            "units are active (the others' posterior means vary over x with variance <= 0.01): they copy the prior and "
+            "carry no information about x. Try KL warm-up (--set kl_warmup_steps=N), free bits (--set free_bits=0.5), "
+            "a smaller beta, or importance-weighted training (model iwae)[/]"
+        )
     console.print(f"written: {run.path / 'eval.json'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from vaelab.run import load
+    from vaelab.sequence_eval import REPEAT_LAST, predict
+    from vaelab.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    run = load(args.run, device)
+    baselines = {Path(b).name: load(b, device) for b in args.baseline}
+    result = predict(run, baselines, args.horizon, args.context, args.samples, args.split, device, args.data_dir)
+    table = Table(
+        title=f"jumpy prediction MSE on {run.config.data.name} ({args.split}, {result['num_sequences']} sequences, "
+        f"{result['context']} frames observed, {result['samples']} imagined futures)"
+    )
+    table.add_column("horizon", justify="right")
+    names = [n for n in result["results"] if n != REPEAT_LAST] + [REPEAT_LAST]
+    labels = {"model": f"{run.path.name} (tdvae)"}
+    for name in names:
+        table.add_column(labels.get(name, name), justify="right")
+    for i, h in enumerate(result["horizons"]):
+        table.add_row(str(h), *(f"{result['results'][n]['mse'][i]:.5f}" for n in names))
+    console.print(table)
+    for name in names[:-1]:
+        r = result["results"][name]
+        nll = " ".join(f"{v:.2f}" for v in r["nll"])
+        console.print(f"{labels.get(name, name)}: ELBO per frame {r['elbo_per_frame']:.3f} nats; NLL by horizon: {nll}")
+    for path in result["figures"]:
+        console.print(f"written: {path}")
+    console.print(f"written: {run.path / 'prediction.json'}")
+
+
+def cmd_probe(args: argparse.Namespace) -> None:
+    from vaelab.features import probe
+    from vaelab.run import load
+    from vaelab.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    run = load(args.run, device)
+    result = probe(run, args.max_train, args.C, args.max_iter, not args.no_baseline, device, args.data_dir)
+    table = Table(
+        title=f"linear probe: {run.config.model} on {run.config.data.name} "
+        f"({result['num_train']} training / {result['num_test']} test examples)"
+    )
+    for column in ("features", "dims", "C", "test error", "train error", "iterations"):
+        table.add_column(column, justify="left" if column == "features" else "right")
+    for name, key, dims in (("codes", "code", result["code_dim"]), ("raw pixels", "pixel", result.get("pixel_dim"))):
+        if f"{key}_error" in result:
+            note = "" if result[f"{key}_converged"] else " (not converged)"
+            table.add_row(
+                name,
+                str(dims),
+                f"{result[f'{key}_C']:g}",
+                f"{100 * result[f'{key}_error']:.2f}%",
+                f"{100 * result[f'{key}_train_error']:.2f}%",
+                f"{result[f'{key}_iterations']}{note}",
+            )
+    console.print(table)
+    console.print(f"written: {run.path / 'probe.json'}")
+
+
+def cmd_grad_variance(args: argparse.Namespace) -> None:
+    import torch
+
+    from vaelab.gradient_variance import gradient_stats, mean_squared_z
+    from vaelab.run import load
+
+    run = load(args.run)
+    if args.batch_size < 1 or args.mc_samples < 1:
+        raise VaelabError(f"--batch-size and --mc-samples must be >= 1, got {args.batch_size} and {args.mc_samples}")
+    x = run.dataset().test[: args.batch_size]
+    torch.manual_seed(args.seed)
+    variants = [("reparameterization", False), ("score-function", False)]
+    if args.mc_samples >= 2:
+        variants.append(("score-function", True))
+    stats = [
+        gradient_stats(run.model, x, args.repeats, gradient_estimator=e, baseline=b, mc_samples=args.mc_samples)
+        for e, b in variants
+    ]
+    table = Table(
+        title=f"gradient variance per element, {run.config.model} on {len(x)} test points, "
+        f"L={args.mc_samples}, {args.repeats} repeats"
+    )
+    table.add_column("parameter", no_wrap=True)
+    table.add_column("elements", justify="right")
+    for s in stats:
+        table.add_column(s.label.replace("reparameterization", "reparam").replace("-function", ""), justify="right")
+    table.add_column("ratio", justify="right")
+    table.caption = "variance per element; ratio = score / reparam"
+    names = list(stats[0].variance)
+    for name in [*names, "total"]:
+        var = [s.total_variance(names if name == "total" else [name]) for s in stats]
+        count = sum(stats[0].variance[n].numel() for n in (names if name == "total" else [name]))
+        ratio = f"{var[1] / var[0]:.3g}" if var[0] > 0 else "-"
+        table.add_row(name, str(count), *(f"{v / count:.3g}" for v in var), ratio)
+    console.print(table)
+    console.print(
+        f"unbiasedness: mean squared z-score between the two estimators' average gradients = "
+        f"{mean_squared_z(stats[0], stats[1]):.2f} (about 1 when both estimate the same gradient)"
+    )
+
+
+def cmd_latents(args: argparse.Namespace) -> None:
+    from vaelab.latent_figures import latent_figures
+    from vaelab.run import load
+
+    run = load(args.run)
+    if not run.model.generative:
+        raise VaelabError(f"{run.config.model} is not a generative model: it has no latent space to draw")
+    out = Path(args.out) if args.out else run.path / "figures"
+    for path in latent_figures(out, run.model, run.dataset(data_dir=args.data_dir)):
+        console.print(f"written: {path}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -147,6 +263,41 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
     e.set_defaults(func=cmd_eval)
+
+    pd = sub.add_parser("predict", help="sequence models: jumpy prediction error by horizon, rollout strip and GIF")
+    pd.add_argument("run")
+    pd.add_argument("--baseline", action="append", default=[], metavar="RUN", help="another tdvae run to compare")
+    pd.add_argument("--horizon", type=int, help="predict 1..H frames ahead (default the model's max_jump)")
+    pd.add_argument("--context", type=int, help="observed frames (default: the sequence length minus the horizon)")
+    pd.add_argument("--samples", type=int, default=16, help="imagined futures per sequence (default 16)")
+    pd.add_argument("--split", default="test", choices=["train", "val", "test"])
+    pd.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pd.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    pd.set_defaults(func=cmd_predict)
+
+    pr = sub.add_parser("probe", help="linear probe: logistic regression on a run's codes, raw pixels beside it")
+    pr.add_argument("run")
+    pr.add_argument("--max-train", type=int, help="fit on a random subset of this many training examples")
+    pr.add_argument("--C", type=float, help="inverse L2 strength (default: the best of 0.001..1 on the val split)")
+    pr.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations at most (default 1000)")
+    pr.add_argument("--no-baseline", action="store_true", help="skip the probe on raw pixels")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the codes are computed")
+    pr.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    pr.set_defaults(func=cmd_probe)
+
+    g = sub.add_parser("grad-variance", help="per-parameter gradient variance: reparameterization vs score function")
+    g.add_argument("run")
+    g.add_argument("--repeats", type=int, default=100, help="gradient draws per estimator (default 100)")
+    g.add_argument("--batch-size", type=int, default=100, help="test points in the fixed batch (default 100)")
+    g.add_argument("--mc-samples", type=int, default=2, help="L draws per point; >= 2 adds the baseline column")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=cmd_grad_variance)
+
+    la = sub.add_parser("latents", help="latent figures: 2-D manifold, codes by label, interpolations")
+    la.add_argument("run")
+    la.add_argument("--out", help="folder for the PNGs (default RUN/figures)")
+    la.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    la.set_defaults(func=cmd_latents)
 
     s = sub.add_parser("sample", help="draw images from a generative model's prior")
     s.add_argument("run")

@@ -6,6 +6,8 @@ The latent statistics are pure functions of codes, so other metrics can reuse th
 from __future__ import annotations
 
 import json
+import math
+import time
 from typing import Any
 
 import torch
@@ -14,11 +16,13 @@ from torch.distributions import Independent, kl_divergence
 
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
+from vaelab.features import sparsity_statistics
 from vaelab.models import Model
 from vaelab.run import Run, atomic_write
 
 EVAL_SEED = 0
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Cov_x(E_q[z_u]) > 0.01
+COLLAPSE_FRACTION = 0.5  # fewer active units than this share of the latent: the posterior has collapsed
 
 
 def active_units(posterior_means: Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
@@ -37,7 +41,7 @@ def evaluate_model(
     torch.manual_seed(EVAL_SEED)
     sums: dict[str, Tensor] = {}
     codes, kl_dims, iwae = [], [], []
-    n = 0
+    n, iw_seconds = 0, 0.0
     for x in data.eval_batches(split, batch_size):
         loss = model.loss(x)
         for k, v in {"loss": loss.total, **loss.terms, **model.metrics(x)}.items():
@@ -48,7 +52,9 @@ def evaluate_model(
         if isinstance(q, Independent) and hasattr(model, "prior"):
             kl_dims.append(kl_divergence(q.base_dist, model.prior().base_dist).sum(0))
         if iw_samples and hasattr(model, "log_likelihood"):
-            iwae.append(model.log_likelihood(x, iw_samples))
+            start = time.perf_counter()
+            iwae.append(model.log_likelihood(x, iw_samples).cpu())  # .cpu() waits for the device: honest timing
+            iw_seconds += time.perf_counter() - start
         n += len(x)
     if n == 0:
         raise VaelabError(f"the {split} split of {data.name} is empty")
@@ -57,12 +63,19 @@ def evaluate_model(
     all_codes = torch.cat(codes)
     result["latent_dim"] = all_codes.shape[1]
     result["active_units"] = active_units(all_codes)
+    if model.generative:  # most units carry nothing about x: q(z|x) = p(z) there
+        result["posterior_collapsed"] = result["active_units"] < COLLAPSE_FRACTION * result["latent_dim"]
+    if isinstance(q, Tensor):  # a deterministic code: how sparse it is
+        result.update(sparsity_statistics(all_codes))
+    if "mse_corrupted" in result and "mse_denoised" in result:  # a denoising model
+        result["denoising_gain_db"] = 10 * math.log10(result["mse_corrupted"] / result["mse_denoised"])
     if kl_dims:
         result["kl_per_dim"] = (torch.stack(kl_dims).sum(0) / n).tolist()
     if iwae:
         result["iw_samples"] = iw_samples
         result["iwae"] = float(torch.cat(iwae).mean())
         result["nll"] = -result["iwae"]
+        result["iwae_samples_per_s"] = n * iw_samples / max(iw_seconds, 1e-9)
     return result
 
 

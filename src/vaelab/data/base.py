@@ -23,6 +23,8 @@ class ImageArrays:
     train_labels: np.ndarray | None = None
     test_labels: np.ndarray | None = None
     binary: bool = False  # already binarized on disk (a static binarization)
+    val: np.ndarray | None = None  # the source's own validation split, used as is (else carved from train)
+    val_labels: np.ndarray | None = None
 
 
 Loader = Callable[["Path | None"], ImageArrays]

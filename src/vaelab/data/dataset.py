@@ -21,6 +21,8 @@ from vaelab.errors import VaelabError
 BINARIZE = ("auto", "none", "dynamic", "fixed")
 EVAL_BINARIZATION_SEED = 1234
 SPLITS = ("train", "val", "test")
+#: options of the generated (sequence) data sets, passed to their loaders; 0 keeps a data set's default
+SOURCE_OPTIONS = ("frames", "frame_size", "digits", "sequences")
 
 
 @dataclass
@@ -29,9 +31,19 @@ class DataConfig:
     data_dir: str | None = None  # folder with the files; else $VAELAB_DATA, else the download cache
     val_fraction: float = 0.1  # carved from the training set by the run's seed
     binarize: str = "auto"  # auto: dynamic for a Bernoulli likelihood on grey-level data, else none
+    frames: int = 0  # sequence data sets: frames per sequence (0: the data set's default)
+    frame_size: int = 0  # moving digits: height = width of a frame
+    digits: int = 0  # moving digits: digits per sequence
+    sequences: int = 0  # sequence data sets: training sequences (the test split gets a quarter as many)
 
     def __post_init__(self) -> None:
-        DATASETS.get(self.name)
+        accepted = getattr(DATASETS.get(self.name), "options", ())  # generated data sets declare their options
+        for key in SOURCE_OPTIONS:
+            if getattr(self, key) < 0:
+                raise VaelabError(f"{key} must be >= 0 (0 keeps the data set's default), got {getattr(self, key)}")
+            if getattr(self, key) and key not in accepted:
+                takers = [e.name for e in DATASETS if key in getattr(e.obj, "options", ())]
+                raise VaelabError(f"data set {self.name!r} has no option {key}; it applies to: {', '.join(takers)}")
         if self.binarize not in BINARIZE:
             raise VaelabError(f"unknown binarize {self.binarize!r}; choose from: {', '.join(BINARIZE)}")
         if not 0 <= self.val_fraction < 1:
@@ -96,15 +108,23 @@ def load_dataset(
     config: DataConfig, seed: int, device: torch.device | str = "cpu", binary_model: bool = False
 ) -> Dataset:
     """Read the data set, carve the validation split, binarize as configured, move to ``device``."""
-    arrays: ImageArrays = DATASETS.get(config.name)(resolve_data_dir(config.data_dir))
+    options = {key: getattr(config, key) for key in SOURCE_OPTIONS if getattr(config, key)}
+    arrays: ImageArrays = DATASETS.get(config.name)(resolve_data_dir(config.data_dir), **options)
     mode = config.binarize
-    if mode == "auto":
-        mode = "dynamic" if binary_model and not arrays.binary else "none"
+    if mode == "auto":  # grey levels in [0, 1] only: other data (e.g. signals) is left for the likelihood to refuse
+        grey = arrays.train.min() >= 0 and arrays.train.max() <= 1
+        mode = "dynamic" if binary_model and not arrays.binary and grey else "none"
     train, test = arrays.train.astype(np.float32), arrays.test.astype(np.float32)
-    order = np.random.default_rng(seed).permutation(len(train))
-    n_val = round(config.val_fraction * len(train))
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    val, train = train[val_idx], train[train_idx]
+    train_labels, val_labels = arrays.train_labels, arrays.val_labels
+    if arrays.val is not None:  # the source's own validation split (val_fraction does not apply)
+        val = arrays.val.astype(np.float32)
+    else:
+        order = np.random.default_rng(seed).permutation(len(train))
+        n_val = round(config.val_fraction * len(train))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        val, train = train[val_idx], train[train_idx]
+        if train_labels is not None:
+            train_labels, val_labels = train_labels[train_idx], train_labels[val_idx]
     if mode != "none":
         if train.min() < 0 or train.max() > 1:
             raise VaelabError(f"binarization needs data in [0, 1]; {config.name} is in [{train.min()}, {train.max()}]")
@@ -115,15 +135,14 @@ def load_dataset(
     def tensor(a: np.ndarray | None) -> Tensor | None:
         return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-    labels = arrays.train_labels
     return Dataset(
         name=config.name,
         shape=tuple(train.shape[1:]),
         train=tensor(train),
         val=tensor(val),
         test=tensor(test),
-        train_labels=None if labels is None else tensor(labels[train_idx]),
-        val_labels=None if labels is None else tensor(labels[val_idx]),
+        train_labels=tensor(train_labels),
+        val_labels=tensor(val_labels),
         test_labels=tensor(arrays.test_labels),
         dynamic=mode == "dynamic",
     )

@@ -8,7 +8,8 @@ Carlo samples). ``Loss.total`` is what the optimizer minimizes; ``Loss.terms`` a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -17,6 +18,9 @@ from vaelab.errors import VaelabError
 from vaelab.nets import BackboneConfig, build_decoder
 from vaelab.probability import LIKELIHOODS
 from vaelab.registry import Registry
+
+if TYPE_CHECKING:
+    from vaelab.data import Dataset
 
 
 @dataclass
@@ -31,7 +35,8 @@ class Loss:
 class ModelConfig(BackboneConfig):
     latent_dim: int = 16
     likelihood: str = "bernoulli"
-    sigma: float = 1.0  # standard deviation of the fixed-variance Gaussian likelihood
+    sigma: float = 1.0  # standard deviation of the fixed-variance Gaussian likelihood (the start, when learned)
+    sigma_min: float = 1e-3  # floor of a learned standard deviation (gaussian-learned, gaussian-pixel)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -40,6 +45,10 @@ class ModelConfig(BackboneConfig):
             raise VaelabError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if not self.sigma > 0:
             raise VaelabError(f"sigma must be > 0, got {self.sigma}")
+        if not self.sigma_min > 0:
+            raise VaelabError(f"sigma_min must be > 0, got {self.sigma_min}")
+        if self.likelihood == "gaussian-learned" and not self.sigma > self.sigma_min:
+            raise VaelabError(f"sigma (the starting value) must exceed sigma_min={self.sigma_min}, got {self.sigma}")
 
 
 class Model(nn.Module):
@@ -47,13 +56,16 @@ class Model(nn.Module):
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     generative: ClassVar[bool] = False
+    #: a sequence model: a data point is (T, *frame) and the decoder and likelihood p(x|z) see one frame
+    sequential: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig, data_shape: tuple[int, ...]) -> None:
         super().__init__()
         self.config = config
         self.data_shape = tuple(data_shape)
-        self.likelihood = LIKELIHOODS.get(config.likelihood).from_config(self.data_shape, config)
-        self.decoder = build_decoder(config, config.latent_dim, self.data_shape, self.likelihood.params_per_channel)
+        self.frame_shape = self.data_shape[1:] if self.sequential else self.data_shape  # what p(x|z) is over
+        self.likelihood = LIKELIHOODS.get(config.likelihood).from_config(self.frame_shape, config)
+        self.decoder = build_decoder(config, config.latent_dim, self.frame_shape, self.likelihood.params_per_channel)
 
     def encode(self, x: Tensor) -> Tensor | Distribution:
         raise NotImplementedError
@@ -74,6 +86,10 @@ class Model(nn.Module):
     def metrics(self, x: Tensor) -> dict[str, Tensor]:
         """Model-specific evaluation numbers on a batch (scalar batch means), added to eval.json."""
         return {}
+
+    def figures(self, out: Path, data: Dataset) -> list[Path] | None:
+        """Model-specific figures drawn into ``out`` after training instead of the default ones; None: the defaults."""
+        return None
 
     def forward(self, x: Tensor, step: int | None = None) -> Loss:
         return self.loss(x, step)

@@ -1,9 +1,13 @@
 """Variational autoencoder (Kingma & Welling 2014) with a beta weight (Higgins et al. 2017).
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))
-    loss    = -(1/L) sum_l log p(x|z_l) + beta * KL,     z_l = mu + sigma * eps_l   (SGVB, L samples)
+    loss    = -(1/L) sum_l log p(x|z_l) + beta * KL,     z_l ~ q(z|x)   (SGVB, L samples)
 
-The KL is closed-form (``kl_divergence``); the expectation is a Monte Carlo average over L draws.
+The KL is closed-form (``kl_divergence``); the expectation is a Monte Carlo average over L draws whose gradient
+comes from the chosen estimator (reparameterization z = mu + L eps, or the score function). Options: KL warm-up
+(the weight rises from 0 to beta), free bits (Kingma et al. 2016: KL below lambda nats per unit is not penalized),
+and two stochastic layers x -> h -> z (Burda et al. 2015), whose KL has no closed form and is estimated from the
+same draws: KL ~ (1/L) sum_l [log q(h_l, z_l|x) - log p(h_l, z_l)].
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from vaelab.errors import VaelabError
 from vaelab.models.base import MODELS, Loss, Model, ModelConfig
-from vaelab.nets import build_encoder
-from vaelab.probability import POSTERIORS, importance_weighted_bound, standard_normal
+from vaelab.nets import ACTIVATIONS, build_decoder, build_encoder
+from vaelab.nets.backbones import MLPEncoder
+from vaelab.probability import ESTIMATORS, POSTERIORS, Chain, importance_weighted_bound, standard_normal
+from vaelab.probability.posteriors import DiagonalGaussian
 
 
 @dataclass
@@ -26,16 +32,46 @@ class VAEConfig(ModelConfig):
     mc_samples: int = 1  # L, Monte Carlo samples of z per data point
     kl_warmup_steps: int = 0  # the KL weight rises linearly from 0 to beta over this many steps
     posterior: str = "diagonal"
+    gradient_estimator: str = "reparameterization"  # or score-function (REINFORCE)
+    baseline: bool = False  # score-function only: subtract the leave-one-out mean of the other L - 1 draws
+    free_bits: float = 0.0  # lambda, nats per latent unit under which the KL is not penalized
+    inner_latent_dim: int = 0  # size of a second, lower stochastic layer h between x and z; 0: one layer
+    inner_hidden: tuple[int, ...] = (50, 50)  # MLP widths between h and z (two stochastic layers)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        POSTERIORS.get(self.posterior)
+        head = POSTERIORS.get(self.posterior)
+        ESTIMATORS.get(self.gradient_estimator)
         if not self.beta > 0:
             raise VaelabError(f"beta must be > 0, got {self.beta}")
         if self.mc_samples < 1:
             raise VaelabError(f"mc_samples must be >= 1, got {self.mc_samples}")
         if self.kl_warmup_steps < 0:
             raise VaelabError(f"kl_warmup_steps must be >= 0, got {self.kl_warmup_steps}")
+        if self.free_bits < 0:
+            raise VaelabError(f"free_bits must be >= 0 (nats per latent unit), got {self.free_bits}")
+        if self.inner_latent_dim < 0 or any(w < 1 for w in self.inner_hidden):
+            raise VaelabError(
+                "inner_latent_dim must be >= 0 (0: one stochastic layer) and inner_hidden positive widths"
+            )
+        head.check(self.latent_dim)
+        if self.inner_latent_dim:
+            head.check(self.inner_latent_dim, "inner_latent_dim")
+        if self.baseline and self.gradient_estimator != "score-function":
+            raise VaelabError("baseline only applies to gradient_estimator=score-function")
+        if self.baseline and self.mc_samples < 2:
+            raise VaelabError(
+                f"baseline is the mean of the other L - 1 draws: it needs mc_samples >= 2, got {self.mc_samples}"
+            )
+        if self.gradient_estimator == "score-function" and self.inner_latent_dim:
+            raise VaelabError(
+                "gradient_estimator=score-function needs a closed-form KL: use one stochastic layer, inner_latent_dim=0"
+            )
+
+
+def _on_vectors(net: nn.Module, v: Tensor) -> Tensor:
+    """Apply a (B, F) network over any leading dimensions of v (..., F), e.g. K samples of B data points."""
+    return net(v.reshape(-1, v.shape[-1])).view(*v.shape[:-1], -1)
 
 
 @MODELS.register("vae", "variational autoencoder: Gaussian q(z|x), N(0, I) prior, ELBO with beta and L samples")
@@ -46,15 +82,36 @@ class VAE(Model):
 
     def __init__(self, config: VAEConfig, data_shape: tuple[int, ...]) -> None:
         super().__init__(config, data_shape)
-        self.posterior = POSTERIORS.get(config.posterior)(config.latent_dim)
+        head = POSTERIORS.get(config.posterior)
+        inner = config.inner_latent_dim
+        self.posterior = head(inner or config.latent_dim)  # q(z|x), or q(h|x) with two layers
         self.encoder = build_encoder(config, self.data_shape, self.posterior.num_params)
+        self.latent_size = inner + config.latent_dim  # the vector encode/decode/sample speak in: z, or [h, z]
+        if inner:
+            act = ACTIVATIONS[config.activation]
+            self.decoder = build_decoder(config, inner, self.data_shape, self.likelihood.params_per_channel)  # p(x|h)
+            self.upper_posterior = head(config.latent_dim)  # q(z|h)
+            self.upper_encoder = MLPEncoder((inner,), self.upper_posterior.num_params, config.inner_hidden, act)
+            self.lower_prior = DiagonalGaussian(inner)  # p(h|z)
+            self.lower_decoder = MLPEncoder((config.latent_dim,), 2 * inner, config.inner_hidden[::-1], act)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # follows the model's device
 
     def prior(self) -> Distribution:
-        return standard_normal(self.config.latent_dim, self._anchor.device)
+        top = standard_normal(self.config.latent_dim, self._anchor.device)
+        if not self.config.inner_latent_dim:
+            return top
+        lower = self.config.inner_latent_dim
+        return Chain(top, lambda z: self.lower_prior(_on_vectors(self.lower_decoder, z)), lower, flip=True)
 
     def encode(self, x: Tensor) -> Distribution:
-        return self.posterior(self.encoder(x))
+        q = self.posterior(self.encoder(x))
+        if not self.config.inner_latent_dim:
+            return q
+        return Chain(q, lambda h: self.upper_posterior(_on_vectors(self.upper_encoder, h)), self.config.latent_dim)
+
+    def decode(self, z: Tensor) -> Distribution:
+        """p(x|z); with two layers the latent is [h, z] and x depends on h alone."""
+        return super().decode(z[..., : self.config.inner_latent_dim or self.config.latent_dim])
 
     def code(self, x: Tensor) -> Tensor:
         return self.encode(x).mean
@@ -65,12 +122,29 @@ class VAE(Model):
         return self.config.beta * ramp
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
-        q = self.encode(x)
-        z = q.rsample((self.config.mc_samples,))  # (L, B, D)
-        reconstruction = -self.decode(z).log_prob(x).mean()
-        kl = kl_divergence(q, self.prior()).mean()
-        total = reconstruction + self.kl_weight(step) * kl
-        return Loss(total, {"reconstruction": reconstruction, "kl": kl, "elbo": -(reconstruction + kl)})
+        cfg = self.config
+        q, p = self.encode(x), self.prior()
+        if cfg.inner_latent_dim:  # no closed-form KL: both terms are averages over the same L draws
+            z = q.rsample((cfg.mc_samples,))
+            log_px_z = self.decode(z).log_prob(x)
+            kl = (q.log_prob(z) - p.log_prob(z)).mean(0)
+        else:
+            estimator = ESTIMATORS.get(cfg.gradient_estimator)
+            log_px_z = estimator(q, lambda z: self.decode(z).log_prob(x), cfg.mc_samples, cfg.baseline)  # (L, B)
+            kl = kl_divergence(q, p)
+        reconstruction = -log_px_z.mean()
+        total = reconstruction + self.kl_weight(step) * self.kl_penalty(q, p, kl)
+        return Loss(total, {"reconstruction": reconstruction, "kl": kl.mean(), "elbo": -(reconstruction + kl.mean())})
+
+    def kl_penalty(self, q: Distribution, p: Distribution, kl: Tensor) -> Tensor:
+        """The KL as the optimizer sees it. Free bits: sum_j max(lambda, KL_j), KL_j a batch mean, per unit j of a
+        diagonal posterior, else over the latent as one group of lambda * D nats; units under it get no gradient."""
+        lam = self.config.free_bits
+        if lam == 0:
+            return kl.mean()
+        if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+            return kl_divergence(q.base_dist, p.base_dist).mean(0).clamp(min=lam).sum()
+        return kl.mean().clamp(min=lam * self.latent_size)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

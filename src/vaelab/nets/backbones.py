@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vaelab.errors import VaelabError
@@ -51,10 +53,14 @@ def resolve_backbone(cfg: BackboneConfig, shape: tuple[int, ...]) -> str:
     return "mlp"
 
 
-def build_encoder(cfg: BackboneConfig, shape: tuple[int, ...], out_features: int) -> nn.Module:
+def build_encoder(
+    cfg: BackboneConfig, shape: tuple[int, ...], out_features: int, out_activation: str | None = None
+) -> nn.Module:
+    """``out_activation`` (a name in ACTIVATIONS) squashes the outputs, e.g. sigmoid codes; None leaves them linear."""
+    out_act = ACTIVATIONS[out_activation] if out_activation else None
     if resolve_backbone(cfg, shape) == "mlp":
-        return MLPEncoder(shape, out_features, cfg.hidden, ACTIVATIONS[cfg.activation])
-    return ConvEncoder(shape, out_features, cfg.channels, ACTIVATIONS[cfg.activation])
+        return MLPEncoder(shape, out_features, cfg.hidden, ACTIVATIONS[cfg.activation], out_act)
+    return ConvEncoder(shape, out_features, cfg.channels, ACTIVATIONS[cfg.activation], out_act)
 
 
 def build_decoder(cfg: BackboneConfig, latent_dim: int, shape: tuple[int, ...], params_per_channel: int) -> nn.Module:
@@ -64,22 +70,43 @@ def build_decoder(cfg: BackboneConfig, latent_dim: int, shape: tuple[int, ...], 
     return ConvDecoder(latent_dim, out_shape, cfg.channels[::-1], ACTIVATIONS[cfg.activation])
 
 
-def _mlp(widths: list[int], act: type[nn.Module]) -> nn.Sequential:
+def _mlp(widths: list[int], act: type[nn.Module], out_act: type[nn.Module] | None = None) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(widths) - 2:
             layers.append(act())
-    return nn.Sequential(*layers)
+    return nn.Sequential(*layers, *([out_act()] if out_act else []))
+
+
+def _layer_outputs(net: nn.Sequential, h: Tensor) -> list[Tensor]:
+    """The output of every nonlinearity in ``net``, input side first, and the output of ``net`` last."""
+    outs = []
+    for i, module in enumerate(net):
+        h = module(h)
+        if i == len(net) - 1 or isinstance(module, tuple(ACTIVATIONS.values())):
+            outs.append(h)
+    return outs
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, shape: tuple[int, ...], out: int, hidden: tuple[int, ...], act: type[nn.Module]) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        out: int,
+        hidden: tuple[int, ...],
+        act: type[nn.Module],
+        out_act: type[nn.Module] | None = None,
+    ) -> None:
         super().__init__()
-        self.net = _mlp([math.prod(shape), *hidden, out], act)
+        self.net = _mlp([math.prod(shape), *hidden, out], act, out_act)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))
+
+    def activations(self, x: Tensor) -> list[Tensor]:
+        """Each hidden layer's activations, input side first, then the output (what penalties on units read)."""
+        return _layer_outputs(self.net, x.flatten(1))
 
 
 class MLPDecoder(nn.Module):
@@ -90,6 +117,22 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(-1, *self.out_shape)
+
+
+class TiedDecoder(nn.Module):
+    """z -> Wᵀz + c with the weight W (D, d) of a one-layer encoder: the classic autoencoders' tied weights.
+
+    W stays a parameter of the encoder only (stored and trained once); the decoder holds a reference.
+    """
+
+    def __init__(self, linear: nn.Linear, out_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        object.__setattr__(self, "tied", linear)  # a reference, not a submodule
+        self.out_shape = out_shape
+        self.bias = nn.Parameter(torch.zeros(linear.in_features))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.linear(z, self.tied.weight.t(), self.bias).view(-1, *self.out_shape)
 
 
 def _conv_sizes(shape: tuple[int, ...], depth: int) -> list[tuple[int, int]]:
@@ -111,17 +154,29 @@ def _conv_sizes(shape: tuple[int, ...], depth: int) -> list[tuple[int, int]]:
 
 
 class ConvEncoder(nn.Module):
-    def __init__(self, shape: tuple[int, ...], out: int, channels: tuple[int, ...], act: type[nn.Module]) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        out: int,
+        channels: tuple[int, ...],
+        act: type[nn.Module],
+        out_act: type[nn.Module] | None = None,
+    ) -> None:
         super().__init__()
         sizes = _conv_sizes(shape, len(channels))
         layers: list[nn.Module] = []
         for c_in, c_out in zip((shape[0], *channels[:-1]), channels):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), act()]
         h, w = sizes[-1]
-        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels[-1] * h * w, out))
+        head = [nn.Linear(channels[-1] * h * w, out), *([out_act()] if out_act else [])]
+        self.net = nn.Sequential(*layers, nn.Flatten(), *head)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def activations(self, x: Tensor) -> list[Tensor]:
+        """Each conv layer's feature maps, input side first, then the output."""
+        return _layer_outputs(self.net, x)
 
 
 class ConvDecoder(nn.Module):

@@ -2,7 +2,7 @@
 
 A posterior head says how many numbers the encoder must output for a latent of size D and turns
 them into a distribution with ``rsample`` (the reparameterization z = mu + sigma * eps) and a
-closed-form ``kl_divergence`` to the prior. A full-covariance head drops in beside this one.
+closed-form ``kl_divergence`` to the prior: a diagonal Gaussian, or a full-covariance Gaussian N(mu, L L^T).
 """
 
 from __future__ import annotations
@@ -10,18 +10,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, kl_divergence, register_kl
 
+from vaelab.errors import VaelabError
 from vaelab.registry import Registry
 
 #: smallest posterior standard deviation; keeps log q finite when the encoder saturates
 MIN_SCALE = 1e-4
+#: most encoder outputs a full-covariance head may ask for per data point, D + D(D+1)/2 (latent_dim <= 360): the
+#: head's last layer holds hidden x that many weights, and a batch of 500 holds 500 dense D x D factors L(x)
+FULL_COVARIANCE_BUDGET = 2**16
 
 
 class Posterior(nn.Module):
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
+        self.check(latent_dim)
         self.latent_dim = latent_dim
+
+    @classmethod
+    def check(cls, latent_dim: int, key: str = "latent_dim") -> None:
+        """Refuse a latent size this family cannot hold (called when a config is validated; ``key`` names it)."""
 
     @property
     def num_params(self) -> int:
@@ -45,6 +54,52 @@ class DiagonalGaussian(Posterior):
     def forward(self, h: Tensor) -> Distribution:
         mu, raw = h.float().chunk(2, dim=-1)
         return Independent(Normal(mu, F.softplus(raw) + MIN_SCALE, validate_args=False), 1, validate_args=False)
+
+
+@POSTERIORS.register("full", "Gaussian with full covariance, N(mu(x), L(x) L(x)^T), L lower-triangular")
+class FullCovarianceGaussian(Posterior):
+    """z = mu + L eps, so the latent units can be correlated (a diagonal q cannot tilt its ellipse).
+
+    The encoder outputs mu (D), L's diagonal raw (D) and its strict lower triangle (D(D-1)/2). The diagonal is
+    softplus(raw) + MIN_SCALE > 0, which makes L a Cholesky factor: log|Sigma| = 2 sum log L_ii stays cheap.
+    """
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
+        rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    @classmethod
+    def check(cls, latent_dim: int, key: str = "latent_dim") -> None:
+        need = latent_dim * (latent_dim + 3) // 2
+        if need > FULL_COVARIANCE_BUDGET:
+            largest = max(d for d in range(1, latent_dim) if d * (d + 3) // 2 <= FULL_COVARIANCE_BUDGET)
+            raise VaelabError(
+                f"posterior=full with {key}={latent_dim} needs {need} encoder outputs per data point for mu and "
+                f"L(x), over the memory budget of {FULL_COVARIANCE_BUDGET} ({key} <= {largest}); "
+                f"use a smaller {key} or posterior=diagonal"
+            )
+
+    @property
+    def num_params(self) -> int:
+        d = self.latent_dim
+        return d * (d + 3) // 2
+
+    def forward(self, h: Tensor) -> Distribution:
+        d = self.latent_dim
+        mu, raw, lower = h.float().split([d, d, d * (d - 1) // 2], dim=-1)
+        scale_tril = torch.diag_embed(F.softplus(raw) + MIN_SCALE)
+        scale_tril[..., self.rows, self.cols] = lower
+        return MultivariateNormal(mu, scale_tril=scale_tril, validate_args=False)
+
+
+@register_kl(MultivariateNormal, Independent)
+def _kl_full_diagonal(q: MultivariateNormal, p: Independent) -> Tensor:
+    """KL(N(mu, L L^T) || N(m, diag s^2)), e.g. to the prior: the diagonal Gaussian as a MultivariateNormal."""
+    if not (isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1):
+        raise NotImplementedError
+    return kl_divergence(q, MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale)))
 
 
 def standard_normal(latent_dim: int, device: torch.device | str | None = None) -> Distribution:

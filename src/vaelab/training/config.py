@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from vaelab.errors import VaelabError
 
-LR_SCHEDULES = ("constant", "cosine", "exponential")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -16,7 +16,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 100  # per process; the global batch under --devices N is N times this
     lr: float = 1e-3
-    lr_schedule: str = "constant"
+    lr_schedule: str = "constant"  # iwae: Burda et al.'s stages, 3^i epochs at lr * 10^(-i/7)
     lr_decay: float = 1.0  # exponential schedule: factor per epoch
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 turns clipping off

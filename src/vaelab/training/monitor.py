@@ -32,6 +32,7 @@ class Monitor:
                 TimeRemainingColumn(),
                 TextColumn("{task.description}"),
                 console=self.console,
+                refresh_per_second=2,  # each refresh costs ~1 ms of the training thread
             )
             self._task = self._progress.add_task("", total=total_steps, completed=done_steps, epoch=0)
             self._progress.start()

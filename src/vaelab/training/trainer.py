@@ -156,6 +156,9 @@ class Trainer:
             return 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
         if tc.lr_schedule == "exponential":
             return tc.lr_decay ** (step / self.steps_per_epoch)
+        if tc.lr_schedule == "iwae":  # stage i covers epochs [(3^i - 1)/2, (3^(i+1) - 1)/2): i = floor(log3(2e + 1))
+            stage = math.floor(math.log(2 * (step // self.steps_per_epoch) + 1, 3) + 1e-9)
+            return 10 ** (-stage / 7)
         return 1.0
 
     # -- the loop -----------------------------------------------------------------------------
@@ -183,10 +186,11 @@ class Trainer:
         tc = self.config.train
         names: list[str] | None = None
         sums: Tensor | None = None
-        count, t0, seen = 0, time.perf_counter(), 0
+        count, seen = 0, 0
         while self.epoch < tc.epochs and not (tc.patience and self.bad_epochs >= tc.patience):
             if self.batch_in_epoch == 0:  # else resuming mid-epoch: _restore rewound data_rng
                 self.epoch_rng_state = self.data_rng.get_state()
+            t0 = time.perf_counter()  # throughput counts training steps, not validation or checkpoints
             self.model.train()
             batches = self.data.train_batches(tc.batch_size, self.data_rng, self.rank, self.world, self.batch_in_epoch)
             for x in batches:
