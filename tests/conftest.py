@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import vaelab
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tests' tensors are small: one intra-op thread is as fast, and it does not stall (tens of seconds)
+    when another process holds one of the CPU cores and two OpenMP threads spin-wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

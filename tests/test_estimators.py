@@ -20,14 +20,6 @@ from vaelab.probability.estimators import leave_one_out_mean, score_function
 from vaelab.probability.posteriors import DiagonalGaussian, FullCovarianceGaussian
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def head_input(kind: str, batch: int, d: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     mu = 3 * torch.rand(batch, d, generator=g) - 1.5

@@ -17,14 +17,6 @@ from vaelab.errors import VaelabError
 from vaelab.features import C_GRID, fit_probe, linear_probe, probe_data, select_C, sparsity_statistics, treves_rolls
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dae_run(tmp_path_factory):
     """A DAE on grey-level digits: 20 epochs (about two seconds) is enough for it to denoise."""

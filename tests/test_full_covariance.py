@@ -21,14 +21,6 @@ from vaelab.probability import importance_weighted_bound, standard_normal
 from vaelab.probability.posteriors import MIN_SCALE, FullCovarianceGaussian
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def full_head_input(batch: int, d: int, seed: int, raw_low: float = -3.0) -> torch.Tensor:
     """Means in [-2, 2], diagonal scales from softplus(raw_low) (~0.05) to ~2, off-diagonal entries ~N(0, 0.6^2)."""
     g = torch.Generator().manual_seed(seed)

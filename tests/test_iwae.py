@@ -23,14 +23,6 @@ from vaelab.training.config import TrainConfig
 from vaelab.training.trainer import Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def binary_batch(n: int = 6, seed: int = 1) -> torch.Tensor:
     return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed)).round()
 

@@ -25,14 +25,6 @@ LOG_2PI = math.log(2 * math.pi)
 SHAPES = [(1, 8, 8), (3, 4, 5), (10,)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian_by_hand(x: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """sum_d -(x - m)^2 / 2 s^2 - log s - log(2 pi) / 2, per data point, in float64."""
     x, mean, sigma = x.double(), mean.double(), sigma.double().expand_as(mean)

@@ -20,16 +20,6 @@ SHAPES = [(1, 28, 28), (1, 32, 32), (1, 64, 64), (1, 7, 9), (3, 32, 32)]
 SMALL = {"latent_dim": 3, "hidden": (16,), "channels": (4, 8)}  # small nets: shape tests need no capacity
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Every tensor here is tiny: one intra-op thread is as fast, and it does not stall (tens of seconds) when
-    another process holds one of the CPU cores and two OpenMP threads spin-wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- backbones: shapes ---------------------------------------------------------------------------------------------
 
 

@@ -25,16 +25,6 @@ from vaelab.probability.posteriors import MIN_SCALE, DiagonalGaussian
 LOG_2PI = math.log(2 * math.pi)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Every tensor here is tiny: one intra-op thread is as fast, and it does not stall (tens of seconds) when
-    another process holds one of the CPU cores and two OpenMP threads spin-wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return y + torch.log(-torch.expm1(-y))
 

@@ -20,14 +20,6 @@ from vaelab.models.sparse import kl_sparsity, l1_sparsity
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def grey_batch(n=6, seed=1):
     return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
 

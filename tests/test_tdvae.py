@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import vaelab
 from vaelab.cli import main
 from vaelab.data import DataConfig, load_dataset
 from vaelab.data.sequences import (
+    TEST_SEED,
     TEST_SHARE,
     bouncing_positions,
     flow,
@@ -150,6 +152,8 @@ def test_oscillator_noise_has_the_stated_scales():
     np.testing.assert_allclose((s[:, 1:] - predicted).std(), 0.02, rtol=0.03)
     data = load_dataset(DataConfig(name="oscillator", frames=20, sequences=80), seed=0, binary_model=True)
     assert data.shape == (20, 1) and not data.dynamic  # not grey levels: auto never binarizes a signal
+    truth = oscillator(80 // TEST_SHARE, 20, TEST_SEED)  # the test split's true states, as the README says
+    np.testing.assert_array_equal(data.test.numpy(), truth.observations)
 
 
 def test_sequence_options_are_checked():
@@ -169,6 +173,21 @@ def test_moving_mnist_uses_mnist_digits():
     assert data.shape == (5, 1, 34, 34)
     lit = data.test[:, 0, 0].nonzero()
     assert (lit[:, 1].max() - lit[:, 1].min()) > 8  # a 28x28 MNIST digit, not an 8x8 one
+
+
+def test_moving_mnist_offline_falls_back_to_the_embedded_digits(monkeypatch):
+    from vaelab.data.base import DATASETS
+    from vaelab.data.sequences import moving_mnist
+
+    def offline(data_dir):
+        raise VaelabError("could not download train-images-idx3-ubyte.gz")
+
+    monkeypatch.setitem(DATASETS._entries, "mnist", DATASETS._entries["mnist"].__class__("mnist", offline, "test"))
+    with pytest.warns(UserWarning, match="embedded 8x8 digits: MNIST is unavailable"):
+        arrays = moving_mnist(None, frames=4, frame_size=12, digits=1, sequences=8)
+    assert arrays.train.shape == (8, 4, 1, 12, 12)
+    with pytest.raises(VaelabError, match="could not download"):  # a folder the user named is not second-guessed
+        moving_mnist(Path("somewhere"), frames=4, frame_size=12, digits=1, sequences=8)
 
 
 def test_stack_sequences_refuses_mismatched_frames():
@@ -229,6 +248,15 @@ def test_two_layer_state_densities_by_hand():
     mu1, s1 = head_params(model.belief.lower, torch.cat([b, z2], 1))  # p_B(z1|b, z2)
     torch.testing.assert_close(p.log_prob(z), normal_log_density(z2, mu2, s2) + normal_log_density(z1, mu1, s1))
     assert model.decoder(z).shape[0] == 6  # p_D sees the whole state
+    # the residual transition, layer by layer: p_T(z2'|z, delta) p_T(z1'|z, delta, z2'), each mean its own z plus f
+    code = torch.zeros(6, 2)
+    code[:, 1] = 1.0  # delta = 2
+    new = torch.randn(6, 6)
+    context = torch.cat([z, code], 1)
+    mu2, s2 = head_params(model.transition.upper, context)
+    mu1, s1 = head_params(model.transition.lower, torch.cat([context, new[:, 3:]], 1))
+    by_hand = normal_log_density(new[:, 3:], z2 + mu2, s2) + normal_log_density(new[:, :3], z1 + mu1, s1)
+    torch.testing.assert_close(model.transition(context).log_prob(new), by_hand)
 
 
 def test_loss_terms_are_the_means_of_the_pair_terms():

@@ -5,7 +5,6 @@ The latent statistics are pure functions of codes, so other metrics can reuse th
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Any
@@ -18,7 +17,7 @@ from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.features import sparsity_statistics
 from vaelab.models import Model
-from vaelab.run import Run, atomic_write
+from vaelab.run import Run, write_json
 
 EVAL_SEED = 0
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Cov_x(E_q[z_u]) > 0.01
@@ -92,6 +91,5 @@ def evaluate(
         "data": run.config.data.name,
         **evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size),
     }
-    text = json.dumps(result, indent=2)
-    atomic_write(run.path / "eval.json", lambda p: open(p, "w").write(text))
+    write_json(run.path / "eval.json", result)
     return result

@@ -8,7 +8,6 @@ validation split, never on the test set; the final fit uses the whole training s
 
 from __future__ import annotations
 
-import json
 import warnings
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch import Tensor
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.models import Model
-from vaelab.run import Run, atomic_write
+from vaelab.run import Run, write_json
 
 ACTIVE_CODE_THRESHOLD = 0.1  # a code unit is active on an example when |h_j(x)| > this
 PROBE_SEED = 0  # the binarization of dynamically binarized training data, and the subsample
@@ -187,6 +186,5 @@ def probe(
         "data": run.config.data.name,
         **probe_model(model, data, max_train, C, max_iter, baseline, run.config.train.eval_batch_size),
     }
-    text = json.dumps(result, indent=2)
-    atomic_write(run.path / "probe.json", lambda p: open(p, "w").write(text))
+    write_json(run.path / "probe.json", result)
     return result

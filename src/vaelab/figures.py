@@ -23,6 +23,15 @@ from vaelab.data import Dataset
 from vaelab.models import Model
 
 
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write and close a figure (closing keeps long runs from accumulating figures)."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def image_grid(images: Tensor, ncol: int = 8, pad: int = 1) -> np.ndarray:
     """Tile (N, C, H, W) images in [0, 1] into one (rows*H, ncol*W[, C]) array with a light border."""
     x = images.detach().float().clamp(0, 1).cpu().numpy()
@@ -42,11 +51,7 @@ def save_images(path: Path, images: Tensor, title: str, ncol: int = 8) -> Path:
     ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_title(title)
     ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @torch.no_grad()
@@ -94,11 +99,7 @@ def code_histogram(path: Path, codes: Tensor) -> Path:
     values.set(title=f"code values ({h.shape[0]} test examples)", xlabel="h_j(x)", ylabel="count")
     means.hist(h.mean(0), bins=50)
     means.set(title=f"mean activation of each of {h.shape[1]} units", xlabel="mean over examples", ylabel="units")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @torch.no_grad()

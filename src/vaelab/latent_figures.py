@@ -19,7 +19,7 @@ from torch.distributions import Normal
 
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
-from vaelab.figures import save_images
+from vaelab.figures import save_figure, save_images
 from vaelab.models import Model
 
 
@@ -55,11 +55,7 @@ def latent_scatter(path: Path, model: Model, x: Tensor, labels: Tensor | None = 
     if labels is not None:
         fig.colorbar(points, ax=ax, label="label")
     ax.set(xlabel=axes[0], ylabel=axes[1], title=f"posterior means of {len(x)} test points ({codes.shape[1]}-D code)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @torch.no_grad()

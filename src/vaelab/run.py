@@ -79,6 +79,12 @@ def atomic_write(path: Path, write: Any) -> None:
             os.remove(tmp)
 
 
+def write_json(path: Path, obj: Any) -> Path:
+    text = json.dumps(obj, indent=2)
+    atomic_write(path, lambda p: Path(p).write_text(text))
+    return path
+
+
 def save_config(run_dir: Path, config: RunConfig) -> None:
     text = json.dumps(config.to_dict(), indent=2)
     atomic_write(run_dir / "config.json", lambda p: Path(p).write_text(text))

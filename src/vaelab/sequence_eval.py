@@ -13,6 +13,7 @@ h <= D, a model trained with D = 1 steps h times. The baseline ``repeat last fra
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -132,7 +133,7 @@ def predict(
 
     models = {"model": run.model.to(device)}
     for name, other in (baselines or {}).items():
-        if other.config.data != run.config.data:
+        if dataclasses.replace(other.config.data, data_dir=None) != dataclasses.replace(run.config.data, data_dir=None):
             raise VaelabError(f"baseline {name} was trained on other data ({other.config.data.name}); compare alike")
         models[name] = other.model.to(device)
     if not isinstance(run.model, TDVAE):
