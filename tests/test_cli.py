@@ -7,21 +7,7 @@ import shutil
 
 import torch
 
-from vaelab.cli import main
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def fails_with(capsys, message: str, *args: str) -> str:
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (out, err)
-    assert message in err, err
-    assert "Traceback" not in err + out
-    return err
+from cli_helpers import fails_with, run_cli
 
 
 def test_lists(capsys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import vaelab
-from vaelab.cli import main
+from cli_helpers import fails_with, run_cli
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.features import C_GRID, fit_probe, linear_probe, probe_data, select_C, sparsity_statistics, treves_rolls
@@ -23,19 +23,6 @@ def dae_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "dae"
     options = {"epochs": 20, "latent_dim": 64, "binarize": "none", "lr": 3e-3, "noise": 0.25, "seed": 0}
     return vaelab.train("dae", "digits", out, **options)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def fails_with(capsys, message: str, *args: str) -> None:
-    code, out, err = run_cli(capsys, *args)
-    assert code == 2, (out, err)
-    assert message in err, err
-    assert "Traceback" not in err + out
 
 
 # --- sparsity statistics -------------------------------------------------------------------------------------------

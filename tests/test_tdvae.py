@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.distributions import kl_divergence
 
 import vaelab
+from cli_helpers import fails_with
 from vaelab.cli import main
 from vaelab.data import DataConfig, load_dataset
 from vaelab.data.sequences import (
@@ -34,23 +35,6 @@ from vaelab.probability.posteriors import MIN_SCALE
 from vaelab.sequence_eval import evaluate_predictions, model_predictions, repeat_last_frame
 
 LOG_2PI = math.log(2 * math.pi)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def fails_with(capsys, message: str, *args: str) -> str:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    assert code == 2, (out, err)
-    assert message in err, err
-    assert "Traceback" not in err + out
-    return err
 
 
 def small_model(frames=10, frame=(1, 8, 8), **options) -> TDVAE:

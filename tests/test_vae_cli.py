@@ -9,19 +9,13 @@ import pytest
 import torch
 
 import vaelab
-from vaelab.cli import main
+from cli_helpers import run_cli
 from vaelab.data import DataConfig, load_dataset
 from vaelab.errors import VaelabError
 from vaelab.evaluate import evaluate_model
 from vaelab.latent_figures import interpolation, latent_scatter, manifold
 from vaelab.models import build_model
 from vaelab.run import load, save_weights
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_vae_runs_draw_their_latent_space(vae_run):

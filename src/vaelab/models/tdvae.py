@@ -10,7 +10,8 @@ is the negative of the single-sample estimate
 
 with the decoder p_D(x|z) (the shared backbones and likelihoods, over one frame) and the transition p_T(z_t2|z_t1).
 With ``jump_input`` (the default) p_T and q_S also see delta (one-hot), so a jump of a chosen length can be asked
-for; without it, as in the paper's equation, a jump is a step of unknown length in 1..D.
+for; without it, as in the paper's equation, a jump is a step of unknown length in 1..D. With
+``residual_transition`` (the default) p_T's mean is z_t1 + f(z_t1, delta): the identity plus a learned change.
 
 Terms, in nats per sampled pair (one predicted frame x_t2), averaged over the pairs and the sequences:
     reconstruction = -log p_D(x_t2|z_t2)
