@@ -234,6 +234,13 @@ def _listing(title: str, entries) -> None:
     console.print(table)
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """What every command that reads a run's data takes: the run folder, the device, a moved data folder."""
+    p.add_argument("run")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, look.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -257,32 +264,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run on its test set and write eval.json")
-    e.add_argument("run")
+    add_run_arguments(e)
     e.add_argument("--iw-samples", type=int, help="K of the IWAE log-likelihood bound (default 1000)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    e.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
     e.set_defaults(func=cmd_eval)
 
     pd = sub.add_parser("predict", help="sequence models: jumpy prediction error by horizon, rollout strip and GIF")
-    pd.add_argument("run")
+    add_run_arguments(pd)
     pd.add_argument("--baseline", action="append", default=[], metavar="RUN", help="another tdvae run to compare")
     pd.add_argument("--horizon", type=int, help="predict 1..H frames ahead (default the model's max_jump)")
     pd.add_argument("--context", type=int, help="observed frames (default: the sequence length minus the horizon)")
     pd.add_argument("--samples", type=int, default=16, help="imagined futures per sequence (default 16)")
     pd.add_argument("--split", default="test", choices=["train", "val", "test"])
-    pd.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    pd.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
     pd.set_defaults(func=cmd_predict)
 
     pr = sub.add_parser("probe", help="linear probe: logistic regression on a run's codes, raw pixels beside it")
-    pr.add_argument("run")
+    add_run_arguments(pr)
     pr.add_argument("--max-train", type=int, help="fit on a random subset of this many training examples")
     pr.add_argument("--C", type=float, help="inverse L2 strength (default: the best of 0.001..1 on the val split)")
     pr.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations at most (default 1000)")
     pr.add_argument("--no-baseline", action="store_true", help="skip the probe on raw pixels")
-    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the codes are computed")
-    pr.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
     pr.set_defaults(func=cmd_probe)
 
     g = sub.add_parser("grad-variance", help="per-parameter gradient variance: reparameterization vs score function")
