@@ -1,0 +1,206 @@
+"""dSprites: binary images of 2-D shapes from 5 independent factors (Matthey et al. 2017), generated procedurally.
+
+Factors (indices into a full grid, C order as in the original file, the last factor fastest):
+
+shape        3   square, ellipse, heart
+scale        6   linspace(0.5, 1, 6)
+orientation  40  linspace(0, 2 pi, 40, endpoint=False)
+posX, posY   32  linspace(0, 1, 32): the centre moves over [margin, size - margin] so every sprite stays inside
+
+that is 737,280 images of 64x64. A sprite is drawn by testing each pixel centre against the shape's implicit
+inequality in the sprite's own frame: with d = (x - cx, y - cy) / (R s) (image y points down, R = 0.16 size the
+half-extent at scale 1) and (u, v) = rotate(d, -theta),
+
+square   max(|u|, |v|) <= 1
+ellipse  u^2 + (v / 0.5)^2 <= 1
+heart    (a^2 + b^2 - 1)^3 - a^2 b^3 <= 0,  a = 1.14 u,  b = 0.118 - 1.118 v   (point down at theta = 0)
+
+Images are rendered on demand, a batch at a time; the full grid is never held unless asked (``arrays``).
+``DSpritesArchive`` reads the original ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` with the same interface.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from vaelab.data.base import ImageArrays
+from vaelab.data.factors import FactorDataset
+from vaelab.errors import VaelabError
+
+SHAPES = ("square", "ellipse", "heart")
+FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
+HALF_EXTENT = 0.16  # sprite half-extent at scale 1, as a share of the image size
+ARCHIVE_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+SPLIT_SEED = 0  # fixed, so the train/test split is the same whatever seed a run uses
+CHUNK = 1024  # images rendered at once (bounds the temporaries: CHUNK x size x size floats)
+
+
+class DSprites(FactorDataset):
+    """Procedural dSprites; ``DSprites()`` is the original grid, ``DSprites.small()`` a fast 32x32 subset."""
+
+    categorical = (True, False, False, False, False)
+    factor_names = FACTOR_NAMES
+
+    def __init__(self, size: int = 64, scales: int = 6, orientations: int = 40, positions: int = 32) -> None:
+        if size < 8 or min(scales, orientations, positions) < 1:
+            raise VaelabError(
+                f"dsprites needs size >= 8 and at least one value per factor, got size={size}, scales={scales}, "
+                f"orientations={orientations}, positions={positions}"
+            )
+        self.size = int(size)
+        self.factor_sizes = (len(SHAPES), int(scales), int(orientations), int(positions), int(positions))
+        self.scales = np.linspace(0.5, 1.0, scales) if scales > 1 else np.ones(1)
+        self.orientations = np.linspace(0.0, 2 * math.pi, orientations, endpoint=False)
+        self.radius = HALF_EXTENT * size
+        margin = self.radius * math.sqrt(2) + 0.5  # the largest sprite (a square at 45 degrees) stays inside
+        steps = np.linspace(0.0, 1.0, positions) if positions > 1 else np.full(1, 0.5)
+        self.positions = margin + steps * (size - 2 * margin)
+
+    @classmethod
+    def small(cls) -> DSprites:
+        """32x32, 3 shapes x 3 scales x 10 orientations x 16 x 16 positions (23,040 images): tests and demos."""
+        return cls(size=32, scales=3, orientations=10, positions=16)
+
+    def factor_values(self, factors: np.ndarray) -> np.ndarray:
+        """Factor indices (N, 5) -> values (N, 5): shape id, scale, orientation (rad), posX, posY in [0, 1]."""
+        factors = self._check_factors(factors)
+        n_pos = self.factor_sizes[3]
+        pos = np.linspace(0.0, 1.0, n_pos) if n_pos > 1 else np.full(1, 0.5)
+        return np.stack(
+            [
+                factors[:, 0].astype(np.float64),
+                self.scales[factors[:, 1]],
+                self.orientations[factors[:, 2]],
+                pos[factors[:, 3]],
+                pos[factors[:, 4]],
+            ],
+            axis=-1,
+        )
+
+    def centres(self, factors: np.ndarray) -> np.ndarray:
+        """Sprite centres (N, 2) in pixels, (x, y) with y down, for factor indices (N, 5)."""
+        factors = self._check_factors(factors)
+        return np.stack([self.positions[factors[:, 3]], self.positions[factors[:, 4]]], axis=-1)
+
+    def render(self, factors: np.ndarray) -> np.ndarray:
+        """Binary images (N, 1, size, size) float32 for factor indices (N, 5)."""
+        factors = self._check_factors(factors)
+        out = np.empty((len(factors), 1, self.size, self.size), dtype=np.float32)
+        for start in range(0, len(factors), CHUNK):
+            out[start : start + CHUNK, 0] = self._render_chunk(factors[start : start + CHUNK])
+        return out
+
+    def _render_chunk(self, factors: np.ndarray) -> np.ndarray:
+        grid = np.arange(self.size, dtype=np.float32) + 0.5  # pixel centres
+        centre = self.centres(factors).astype(np.float32)
+        extent = (self.radius * self.scales[factors[:, 1]]).astype(np.float32)[:, None, None]
+        theta = self.orientations[factors[:, 2]]
+        cos, sin = np.cos(theta).astype(np.float32)[:, None, None], np.sin(theta).astype(np.float32)[:, None, None]
+        dx = (grid[None, None, :] - centre[:, 0, None, None]) / extent  # (n, 1, size): columns
+        dy = (grid[None, :, None] - centre[:, 1, None, None]) / extent  # (n, size, 1): rows
+        u = cos * dx + sin * dy
+        v = -sin * dx + cos * dy
+        shape = factors[:, 0]
+        inside = np.zeros(u.shape, dtype=bool)
+        for s, name in enumerate(SHAPES):
+            rows = shape == s
+            if rows.any():
+                inside[rows] = _inside(name, u[rows], v[rows])
+        return inside.astype(np.float32)
+
+
+def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The shape's implicit inequality at sprite-frame coordinates (u, v), extent 1 at unit scale."""
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 1.0
+    if shape == "ellipse":
+        return u**2 + (v / 0.5) ** 2 <= 1.0
+    a, b = 1.14 * u, 0.118 - 1.118 * v
+    return (a**2 + b**2 - 1.0) ** 3 - a**2 * b**3 <= 0.0
+
+
+class DSpritesArchive(FactorDataset):
+    """The original dSprites file (``imgs`` (737280, 64, 64) uint8, ``latents_classes`` (N, 6)), read once."""
+
+    categorical = DSprites.categorical
+    factor_names = FACTOR_NAMES
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise VaelabError(f"dSprites archive not found: {path}")
+        with np.load(path, allow_pickle=False) as archive:
+            if "imgs" not in archive or "latents_classes" not in archive:
+                raise VaelabError(f"{path} is not a dSprites archive: it lacks 'imgs' or 'latents_classes'")
+            self.imgs = archive["imgs"]
+            classes = archive["latents_classes"]
+        self.factor_sizes = tuple(int(c) + 1 for c in classes[:, 1:].max(axis=0))  # drop colour (one value)
+        if len(self.imgs) != len(self) or not np.array_equal(
+            classes[:, 1:], self.index_to_factors(np.arange(len(self)))
+        ):
+            raise VaelabError(f"{path}: the images are not in the grid order of the factors {self.factor_sizes}")
+        self.size = int(self.imgs.shape[-1])
+
+    def render(self, factors: np.ndarray) -> np.ndarray:
+        return self.imgs[self.factors_to_index(factors)][:, None].astype(np.float32)
+
+
+def find_archive(data_dir: Path | None) -> Path | None:
+    """The original archive under data_dir (or data_dir/dsprites), else under ../shared/data/dsprites, else None."""
+    folders = [data_dir, data_dir / "dsprites"] if data_dir is not None else []
+    folders.append(Path.cwd().parent / "shared" / "data" / "dsprites")
+    for folder in folders:
+        if (folder / ARCHIVE_NAME).is_file():
+            return folder / ARCHIVE_NAME
+    return None
+
+
+def arrays(source: FactorDataset, test_fraction: float = 0.1, limit: int | None = None) -> ImageArrays:
+    """Materialise a factor data set as ImageArrays (binary), factor indices (N, K) int64 as the labels.
+
+    The images are shuffled with a fixed seed; ``limit`` keeps only that many (a random subset of the grid), and
+    a ``test_fraction`` share of them is the test split. The full 64x64 grid is 12 GB as float32: use ``limit``.
+    """
+    if not 0 < test_fraction < 1:
+        raise VaelabError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(source))
+    if limit is not None:
+        if limit < 2:
+            raise VaelabError(f"limit must be >= 2 images, got {limit}")
+        order = order[:limit]
+    n_test = max(1, round(len(order) * test_fraction))
+    test_idx, train_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+    return ImageArrays(
+        train=_images(source, train_idx),
+        test=_images(source, test_idx),
+        train_labels=source.index_to_factors(train_idx),
+        test_labels=source.index_to_factors(test_idx),
+        binary=True,
+    )
+
+
+def _images(source: FactorDataset, indices: np.ndarray, batch: int = 16384) -> np.ndarray:
+    first = source.images(indices[:1])
+    out = np.empty((len(indices), *first.shape[1:]), dtype=np.float32)
+    for start in range(0, len(indices), batch):
+        out[start : start + batch] = source.images(indices[start : start + batch])
+    return out
+
+
+def dsprites_source(data_dir: Path | None = None, prefer_archive: bool = True) -> FactorDataset:
+    """The original archive when one is found (see ``find_archive``), else the procedural full grid."""
+    path = find_archive(data_dir) if prefer_archive else None
+    return DSpritesArchive(path) if path is not None else DSprites()
+
+
+def load_dsprites(data_dir: Path | None, limit: int | None = 100_000) -> ImageArrays:
+    """Loader for the ``dsprites`` registry entry: a fixed random ``limit`` images of the full grid (None: all)."""
+    return arrays(dsprites_source(data_dir), limit=limit)
+
+
+def load_dsprites_small(data_dir: Path | None) -> ImageArrays:
+    """Loader for ``dsprites-small``: the whole 32x32 fast grid (23,040 images)."""
+    return arrays(DSprites.small())
