@@ -17,7 +17,7 @@ from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.features import sparsity_statistics
 from vaelab.models import Model
-from vaelab.run import Run, write_json
+from vaelab.run import Run
 
 EVAL_SEED = 0
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Cov_x(E_q[z_u]) > 0.01
@@ -86,10 +86,6 @@ def evaluate(
         iw_samples = 1000
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
-    result = {
-        "model": run.config.model,
-        "data": run.config.data.name,
-        **evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size),
-    }
-    write_json(run.path / "eval.json", result)
-    return result
+    return run.write_report(
+        "eval.json", evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+    )

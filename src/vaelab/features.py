@@ -18,7 +18,7 @@ from torch import Tensor
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.models import Model
-from vaelab.run import Run, write_json
+from vaelab.run import Run
 
 ACTIVE_CODE_THRESHOLD = 0.1  # a code unit is active on an example when |h_j(x)| > this
 PROBE_SEED = 0  # the binarization of dynamically binarized training data, and the subsample
@@ -181,10 +181,5 @@ def probe(
     """Probe a loaded run's codes (``vaelab probe RUN``) and write RUN/probe.json."""
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
-    result = {
-        "model": run.config.model,
-        "data": run.config.data.name,
-        **probe_model(model, data, max_train, C, max_iter, baseline, run.config.train.eval_batch_size),
-    }
-    write_json(run.path / "probe.json", result)
-    return result
+    result = probe_model(model, data, max_train, C, max_iter, baseline, run.config.train.eval_batch_size)
+    return run.write_report("probe.json", result)

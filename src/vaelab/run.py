@@ -156,6 +156,12 @@ class Run:
         data = self.config.data if data_dir is None else dataclasses.replace(self.config.data, data_dir=data_dir)
         return load_dataset(data, self.config.train.seed, device, self.model.likelihood.needs_binary_data)
 
+    def write_report(self, name: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Label a result with the run's model and data and write it atomically as RUN/name (e.g. eval.json)."""
+        report = {"model": self.config.model, "data": self.config.data.name, **result}
+        write_json(self.path / name, report)
+        return report
+
     def metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []

@@ -14,7 +14,6 @@ h <= D, a model trained with D = 1 steps h times. The baseline ``repeat last fra
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Any
@@ -25,7 +24,7 @@ from torch import Tensor
 from vaelab.data import Dataset
 from vaelab.errors import VaelabError
 from vaelab.models.tdvae import TDVAE, plan_jumps
-from vaelab.run import Run, atomic_write
+from vaelab.run import Run
 
 EVAL_SEED = 0
 REPEAT_LAST = "repeat last frame"
@@ -140,10 +139,9 @@ def predict(
         raise VaelabError(f"{run.path} holds a {run.config.model} model; jumpy prediction needs a tdvae run")
     data = run.dataset(device, None if data_dir is None else str(data_dir))
     horizon = horizon or run.model.config.max_jump
-    result = {"model": run.config.model, "data": run.config.data.name, "run": str(run.path)}
-    result.update(evaluate_predictions(models, data, horizon, context, samples, split))
+    result = {"run": str(run.path), **evaluate_predictions(models, data, horizon, context, samples, split)}
     result["baselines"] = {name: str(other.path) for name, other in (baselines or {}).items()}
-    atomic_write(run.path / "prediction.json", lambda p: open(p, "w").write(json.dumps(result, indent=2)))
+    result = run.write_report("prediction.json", result)
     result["figures"] = [
         str(p)
         for p in rollout_figures(run.path / "figures", run.model, data.split(split)[:4], result["context"], horizon)
