@@ -87,6 +87,11 @@ class Model(nn.Module):
         """Model-specific evaluation numbers on a batch (scalar batch means), added to eval.json."""
         return {}
 
+    def epoch_metrics(self, data: Dataset) -> dict[str, float | list[float]]:
+        """Numbers logged once per epoch (split "epoch" in metrics.jsonl), called on every rank after validation;
+        e.g. KL per latent unit, codebook usage. Lists go to metrics.jsonl only, scalars also to TensorBoard."""
+        return {}
+
     def figures(self, out: Path, data: Dataset) -> list[Path] | None:
         """Model-specific figures drawn into ``out`` after training instead of the default ones; None: the defaults."""
         return None

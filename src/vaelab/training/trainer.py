@@ -235,6 +235,7 @@ class Trainer:
             self.epoch += 1
             self.batch_in_epoch = 0
             self._validate(monitor)
+            self._log_epoch(monitor)
             self._checkpoint()
 
     def _step(self, x: Tensor):
@@ -295,6 +296,16 @@ class Trainer:
                 save_weights(self.run_dir, self.model)
         else:
             self.bad_epochs += 1
+
+    @torch.no_grad()
+    def _log_epoch(self, monitor: Monitor) -> None:
+        """The model's own once-per-epoch numbers (every rank calls it: a model may reset statistics there)."""
+        self.model.eval()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(EVAL_SEED)
+            record = self.model.epoch_metrics(self.data)
+        if record:
+            monitor.log({"split": "epoch", "step": self.step, "epoch": self.epoch, **record})
 
     # -- checkpoints, interrupts, the end ----------------------------------------------------------
 
