@@ -102,3 +102,15 @@ def test_bad_input():
         dis.all_metrics(SOURCE, identity, nope={})
     with pytest.raises(VaelabError, match="unknown DCI model"):
         dis.dci(SOURCE, identity, num_train=10, num_test=10, model="lasso")
+
+
+def test_all_metrics_selects_metrics_and_factors():
+    result = dis.all_metrics(SOURCE, identity, seed=0, metrics=["mig", "sap"], factors=["a", "b"], **SIZES)
+    assert set(result) == {"mig", "mig/a", "mig/b", "sap"}
+    assert result["mig"] == dis.mig(SOURCE, identity, seed=0, factors=["a", "b"], **SIZES["mig"])["mig"]
+    with pytest.raises(VaelabError, match="unknown metric 'nope'"):
+        dis.all_metrics(SOURCE, identity, metrics=["nope"])
+    with pytest.raises(VaelabError, match="unknown factor 'colour'"):
+        dis.all_metrics(SOURCE, identity, metrics=["mig"], factors=["colour"])
+    with pytest.raises(VaelabError, match="no ground-truth factors"):
+        dis.all_metrics(ImageArrays(train=np.zeros((2, 1)), test=np.zeros((2, 1))), identity)

@@ -104,3 +104,23 @@ def test_arrays_and_archive(tmp_path):
     np.testing.assert_array_equal(archive.images([3, 7]), tiny.images([3, 7]))
     with pytest.raises(VaelabError, match="not found"):
         DSpritesArchive(tmp_path / "missing.npz")
+
+
+def test_registered_and_factors_flow_as_labels(tmp_path):
+    from vaelab.data import DATASETS, DataConfig, load_dataset
+    from vaelab.data.dsprites import find_archive, load_dsprites
+    from vaelab.data.factors import factor_source
+
+    assert {"dsprites", "dsprites-small"} <= set(DATASETS.names())
+    data = load_dataset(DataConfig("dsprites-small"), seed=0, binary_model=True)
+    assert data.shape == (1, 32, 32) and not data.dynamic  # already binary: no resampling
+    assert len(data.train) + len(data.val) + len(data.test) == 23_040
+    assert data.labels("train").shape == (len(data.train), 5)
+    small = factor_source("dsprites-small")
+    np.testing.assert_array_equal(data.test[:5].numpy(), small.render(data.labels("test")[:5].numpy()))
+    with pytest.raises(VaelabError, match=r"has no ground-truth factors.*dsprites, dsprites-small"):
+        factor_source("digits")
+    # dsprites: the procedural full grid, unless the original archive is found (then both read it)
+    assert isinstance(factor_source("dsprites", tmp_path), DSprites) or find_archive(tmp_path) is not None
+    tiny = load_dsprites(tmp_path, limit=20)
+    assert tiny.train.shape[1:] == (1, 64, 64) and len(tiny.train) + len(tiny.test) == 20

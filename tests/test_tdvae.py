@@ -260,6 +260,54 @@ def test_loss_terms_are_the_means_of_the_pair_terms():
     torch.testing.assert_close(loss.total, -loss.terms["elbo"])
 
 
+def test_one_step_term_is_the_frame_elbo_of_the_same_beliefs():
+    model = small_model(max_jump=3, pairs=5, one_step=0.5)
+    x = torch.rand(4, 10, 1, 8, 8).bernoulli()
+    torch.manual_seed(2)
+    loss = model.loss(x)
+    torch.manual_seed(2)
+    b = model.beliefs(x)
+    t1, t2 = model.sample_pairs(4, 10)
+    rows = torch.arange(4)[:, None]
+    pairs = model.pair_terms(x[rows, t2], b[rows, t1], b[rows, t2], t2 - t1).elbo.mean()
+    one = torch.ones(4, 9, dtype=torch.long)
+    steps = model.pair_terms(x[:, 1:], b[:, :-1], b[:, 1:], one).elbo.mean()  # l(t - 1, t), t = 1..9, by hand
+    torch.testing.assert_close(loss.terms["elbo"], pairs)
+    torch.testing.assert_close(loss.terms["one_step_elbo"], steps)
+    torch.testing.assert_close(loss.total, -pairs - 0.5 * steps)
+
+
+def test_semi_gradient_target_keeps_values_and_stops_the_later_belief():
+    """target_gradient=false: the same l(t1, t2), but no gradient reaches p_B(z_t2|b_t2) through the jumpy pair
+    (b_t2 still feeds q_S); with the default, the later belief is trained by the pair too."""
+    model = small_model(max_jump=3)
+    x_t2 = torch.rand(6, 1, 8, 8).bernoulli()
+    delta = torch.randint(1, 4, (6,))
+    b_t1, b_t2 = torch.randn(6, 16), torch.randn(6, 16)
+    values = {}
+    for target_gradient in (True, False):
+        torch.manual_seed(5)
+        terms = model.pair_terms(x_t2, b_t1, b_t2, delta, target_gradient)
+        values[target_gradient] = terms.elbo.detach()
+        model.zero_grad()
+        (terms.log_p_d + terms.log_p_t - terms.log_p_b_t2).sum().backward()
+        belief_grad = sum(p.grad.abs().sum() for p in model.belief.parameters() if p.grad is not None)
+        assert (belief_grad > 0) == target_gradient
+        assert terms.z_t2.requires_grad == target_gradient
+    torch.testing.assert_close(values[True], values[False])
+
+
+def test_semi_gradient_needs_the_one_step_term():
+    with pytest.raises(VaelabError, match="target_gradient=false leaves the belief to the one-step term alone"):
+        TDVAEConfig(target_gradient=False)
+    with pytest.raises(VaelabError, match=r"one_step \(the weight of the one-step term\) must be >= 0"):
+        TDVAEConfig(one_step=-1)
+    model = small_model(one_step=1.0, target_gradient=False, layers=2)
+    model.loss(torch.rand(3, 10, 1, 8, 8).bernoulli()).total.backward()
+    for name, p in model.named_parameters():  # the belief is trained by the one-step term
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
 def test_single_sample_kl_t1_is_unbiased():
     """E over z_t1 ~ q_S of log q_S - log p_B(z_t1|b_t1) is the closed-form KL, given the same z_t2 draws."""
     torch.manual_seed(3)

@@ -87,7 +87,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
         console.print(f"KL per latent dimension (nats): {kls}")
     if "iwae_samples_per_s" in result:
         console.print(f"IWAE bound: {result['iwae_samples_per_s']:,.0f} samples/s (K={result['iw_samples']})")
-    if result.get("posterior_collapsed"):
+    if result.get("posterior_collapsed") and any(k.startswith("codebook_usage") for k in result):  # a VQ model
+        console.print(
+            "[yellow]warning: codebook collapse: every test image is coded with a single code on some level, so the "
+            "codes carry no information about x. Keep dead-code restart on (--set restart_after=100), k-means "
+            "initialisation (--set kmeans_init=true) and EMA updates (--set ema=true)[/]"
+        )
+    elif result.get("posterior_collapsed"):
         console.print(
             f"[yellow]warning: posterior collapse: only {result['active_units']} of {result['latent_dim']} latent "
             "units are active (the others' posterior means vary over x with variance <= 0.01): they copy the prior and "
@@ -197,6 +203,37 @@ def cmd_grad_variance(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_disentanglement(args: argparse.Namespace) -> None:
+    from vaelab.disentanglement import run_disentanglement
+    from vaelab.run import load
+    from vaelab.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    run = load(args.run, device)
+    metrics = [m for item in args.metrics for m in item.split(",") if m] or None
+    factors = [f for item in args.factors for f in item.split(",") if f] or None
+    entry = run_disentanglement(run, args.seed, metrics, factors, str(device), args.data_dir, args.quick)
+    table = Table(title=f"disentanglement: {run.config.model} on {run.config.data.name} (seed {args.seed})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in entry["scores"].items():
+        table.add_row(key, f"{value:.4f}")
+    console.print(table)
+    console.print(f"factors: {', '.join(entry['factors'])}")
+    console.print(f"written: {run.path / 'eval.json'} (key: disentanglement)")
+
+
+def cmd_traverse(args: argparse.Namespace) -> None:
+    from vaelab.run import load
+    from vaelab.traversals import disentanglement_figures
+
+    run = load(args.run)
+    out = Path(args.out) if args.out else run.path / "figures"
+    data = run.dataset(data_dir=args.data_dir)
+    for path in disentanglement_figures(out, run.model, data, run.path / "metrics.jsonl", args.index):
+        console.print(f"written: {path}")
+
+
 def cmd_latents(args: argparse.Namespace) -> None:
     from vaelab.latent_figures import latent_figures
     from vaelab.run import load
@@ -204,6 +241,11 @@ def cmd_latents(args: argparse.Namespace) -> None:
     run = load(args.run)
     if not run.model.generative:
         raise VaelabError(f"{run.config.model} is not a generative model: it has no latent space to draw")
+    if hasattr(run.model, "code_shapes"):  # a VQ model
+        raise VaelabError(
+            f"{run.config.model} has grids of discrete codes, not a continuous latent space to traverse: see "
+            f"{run.path / 'figures'} (reconstructions per level, codebook usage) and vaelab sample {run.path}"
+        )
     out = Path(args.out) if args.out else run.path / "figures"
     for path in latent_figures(out, run.model, run.dataset(data_dir=args.data_dir)):
         console.print(f"written: {path}")
@@ -223,6 +265,25 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else run.path / "figures" / "samples.png"
     save_images(out, images.reshape(args.n, *run.config.data_shape), f"{args.n} samples from the prior")
     console.print(f"written: {out}")
+
+
+def cmd_train_prior(args: argparse.Namespace) -> None:
+    from vaelab.config import make_config
+    from vaelab.priors import PriorConfig, PriorTrainConfig, load_without_prior, train_prior
+    from vaelab.training.trainer import resolve_device
+
+    device = resolve_device(args.device)
+    run = load_without_prior(args.run, device)  # a broken prior is replaced, not read
+    train = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed") if getattr(args, k) is not None}
+    prior = make_config(PriorConfig, parse_assignments(args.set), "prior")
+    console.print(f"training the prior of {run.path} ({run.config.model})")
+    result = train_prior(run, prior, make_config(PriorTrainConfig, train), device, args.data_dir, console.print)
+    console.print(
+        f"prior NLL of the test codes: {result['test_nll']:.2f} nats per image "
+        f"(uniform prior: {result['uniform_nll']:.2f}); best epoch {result['best_epoch']}"
+    )
+    console.print(f"written: {run.path / 'prior'}, {result['figure']}")
+    console.print(f"next: vaelab sample {run.path}; vaelab eval {run.path}")
 
 
 def _listing(title: str, entries) -> None:
@@ -294,6 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=cmd_grad_variance)
 
+    dm = sub.add_parser("disentanglement", help="BetaVAE, FactorVAE, MIG, DCI, SAP scores, merged into eval.json")
+    add_run_arguments(dm)
+    dm.add_argument("--seed", type=int, default=0, help="seed of the metrics' sampling (default 0)")
+    dm.add_argument("--metrics", action="append", default=[], help="betavae,factorvae,mig,dci,sap (default all)")
+    dm.add_argument("--factors", action="append", default=[], help="factor names, comma-separated (default all)")
+    dm.add_argument("--quick", action="store_true", help="about a tenth of the samples: a fast, rougher estimate")
+    dm.set_defaults(func=cmd_disentanglement)
+
+    tv = sub.add_parser("traverse", help="VAEs: latent traversals (PNG, GIF), KL per unit over training")
+    tv.add_argument("run")
+    tv.add_argument("--index", type=int, default=0, help="the test image to traverse around (default 0)")
+    tv.add_argument("--out", help="folder for the figures (default RUN/figures)")
+    tv.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    tv.set_defaults(func=cmd_traverse)
+
     la = sub.add_parser("latents", help="latent figures: 2-D manifold, codes by label, interpolations")
     la.add_argument("run")
     la.add_argument("--out", help="folder for the PNGs (default RUN/figures)")
@@ -306,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="PNG path (default RUN/figures/samples.png)")
     s.set_defaults(func=cmd_sample)
+
+    tp = sub.add_parser("train-prior", help="VQ models: fit a gated PixelCNN prior over the frozen run's codes")
+    add_run_arguments(tp)
+    tp.add_argument("--epochs", type=int, help="default 10")
+    tp.add_argument("--batch-size", type=int, help="default 64")
+    tp.add_argument("--lr", type=float, help="default 1e-3")
+    tp.add_argument("--seed", type=int, help="default 0")
+    tp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="prior channels, layers, kernel")
+    tp.set_defaults(func=cmd_train_prior)
 
     sub.add_parser("models", help="list the models").set_defaults(func=lambda a: _listing("models", MODELS))
     sub.add_parser("datasets", help="list the data sets").set_defaults(func=lambda a: _listing("data sets", DATASETS))

@@ -364,14 +364,93 @@ METRICS: dict[str, Callable[..., dict[str, float]]] = {
 }
 
 
-def all_metrics(source: Any, encode: Encoder, seed: int = 0, **sizes: dict[str, Any]) -> dict[str, float]:
-    """Every metric with a fixed seed, flattened as ``<metric>/<key>``; ``sizes`` maps metric -> its keyword args."""
+def all_metrics(
+    source: Any,
+    encode: Encoder,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
+    factors: Sequence[str] | None = None,
+    **sizes: dict[str, Any],
+) -> dict[str, float]:
+    """The chosen metrics (default all) with a fixed seed, flattened as ``<metric>/<key>``; ``sizes`` maps a metric
+    to its keyword arguments (sample sizes). Each metric starts from the same seed, so one's result does not depend
+    on which others ran."""
     check_source(source)
-    unknown = sorted(set(sizes) - set(METRICS))
+    chosen = list(METRICS) if metrics is None else list(metrics)
+    unknown = sorted((set(sizes) | set(chosen)) - set(METRICS))
     if unknown:
         raise VaelabError(f"unknown metric {unknown[0]!r}; the metrics are: {', '.join(METRICS)}")
+    select_factors(source, factors)  # an unknown factor fails before any metric runs
     out: dict[str, float] = {}
-    for name, metric in METRICS.items():
-        for key, value in metric(source, encode, seed=seed, **sizes.get(name, {})).items():
+    for name in [m for m in METRICS if m in chosen]:
+        for key, value in METRICS[name](source, encode, seed=seed, factors=factors, **sizes.get(name, {})).items():
             out[key if key.startswith(name) else f"{name}/{key}"] = value
     return out
+
+
+# -- a trained run -----------------------------------------------------------------------------------------------
+
+#: sample sizes of ``vaelab disentanglement --quick``: about a tenth of the defaults (for tests and first looks)
+QUICK_SIZES: dict[str, dict[str, int]] = {
+    "betavae": {"num_train": 1000, "num_eval": 500},
+    "factorvae": {"num_train": 1000, "num_eval": 500, "num_variance_estimate": 2000},
+    "mig": {"num_samples": 2000},
+    "dci": {"num_train": 2000, "num_test": 1000},
+    "sap": {"num_train": 2000, "num_test": 1000},
+}
+
+
+def run_disentanglement(
+    run: Any,
+    seed: int = 0,
+    metrics: Sequence[str] | None = None,
+    factors: Sequence[str] | None = None,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """The metrics of a loaded run (``vaelab.run.Run``) on the factor source of its data set, codes = the model's
+    deterministic code (a VAE's posterior mean). Merged into RUN/eval.json under ``disentanglement``, other keys
+    kept; returns that entry: {"seed", "factors", "metrics", "scores": {...}}."""
+    import json
+
+    import torch
+
+    from vaelab.data import resolve_data_dir
+    from vaelab.data.factors import factor_source
+
+    source = factor_source(run.config.data.name, resolve_data_dir(data_dir or run.config.data.data_dir))
+    chosen = select_factors(source, factors)
+    shape = tuple(run.config.data_shape or ())
+    rendered = tuple(source.render(source.sample_factors(1, np.random.default_rng(0))).shape[1:])
+    if rendered != shape:
+        raise VaelabError(f"the factor source draws images of shape {rendered}, the run was trained on {shape}")
+    model = run.model.to(device).eval()
+
+    @torch.no_grad()
+    def encode(images: np.ndarray) -> np.ndarray:  # in chunks of 256: larger batches run slower on a CPU
+        x = torch.from_numpy(images).to(device)
+        return torch.cat([model.code(x[i : i + 256]).float() for i in range(0, len(x), 256)]).cpu().numpy()
+
+    sizes = QUICK_SIZES if quick else {}
+    names = list(METRICS) if metrics is None else list(metrics)
+    scores = all_metrics(
+        source, encode, seed, metrics=names, factors=factors, **{m: sizes[m] for m in names if m in sizes}
+    )
+    entry = {
+        "seed": seed,
+        "factors": [source.factor_names[k] for k in chosen],
+        "metrics": [m for m in METRICS if m in names],
+        "quick": quick,
+        "scores": scores,
+    }
+    path = run.path / "eval.json"
+    previous: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise VaelabError(f"{path} is not valid JSON; delete it or run vaelab eval again") from None
+    previous.pop("model", None), previous.pop("data", None)
+    run.write_report("eval.json", {**previous, "disentanglement": entry})
+    return entry

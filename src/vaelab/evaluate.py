@@ -66,6 +66,8 @@ def evaluate_model(
         result["posterior_collapsed"] = result["active_units"] < COLLAPSE_FRACTION * result["latent_dim"]
     if isinstance(q, Tensor):  # a deterministic code: how sparse it is
         result.update(sparsity_statistics(all_codes))
+    if hasattr(model, "codebook_usage"):  # vector-quantized models: code usage over the whole split
+        result.update(model.codebook_usage(data.eval_batches(split, batch_size)))
     if "mse_corrupted" in result and "mse_denoised" in result:  # a denoising model
         result["denoising_gain_db"] = 10 * math.log10(result["mse_corrupted"] / result["mse_denoised"])
     if kl_dims:
@@ -86,6 +88,16 @@ def evaluate(
         iw_samples = 1000
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
-    return run.write_report(
-        "eval.json", evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
-    )
+    result = evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+    return run.write_report("eval.json", {**result, **_kept(run.path / "eval.json")})
+
+
+def _kept(path) -> dict[str, Any]:
+    """Entries other commands merged into eval.json (``vaelab disentanglement``), kept when it is rewritten."""
+    import json
+
+    try:
+        previous = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return {k: previous[k] for k in ("disentanglement",) if isinstance(previous, dict) and k in previous}

@@ -179,4 +179,5 @@ def load(run_dir: str | os.PathLike, device: torch.device | str = "cpu") -> Run:
     config = read_config(path)
     model = build_run_model(config)
     load_weights(model, path / "model.safetensors")
+    model.load_extras(path)
     return Run(path, config, model.to(device).eval())

@@ -1,6 +1,6 @@
 """Data sets, found by name through ``DATASETS``; importing this package registers them all."""
 
-from vaelab.data import binarized_mnist, digits, mnist, sequences  # noqa: F401  (registration)
+from vaelab.data import binarized_mnist, cifar10, digits, dsprites, mnist, sequences  # noqa: F401  (registration)
 from vaelab.data.base import DATA_ENV, DATASETS, ImageArrays, resolve_data_dir
 from vaelab.data.dataset import DataConfig, Dataset, load_dataset
 

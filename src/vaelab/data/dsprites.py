@@ -21,13 +21,14 @@ Images are rendered on demand, a batch at a time; the full grid is never held un
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
 import numpy as np
 
-from vaelab.data.base import ImageArrays
-from vaelab.data.factors import FactorDataset
+from vaelab.data.base import DATASETS, ImageArrays
+from vaelab.data.factors import FACTOR_SOURCES, CachedGrid, FactorDataset
 from vaelab.errors import VaelabError
 
 SHAPES = ("square", "ellipse", "heart")
@@ -196,11 +197,35 @@ def dsprites_source(data_dir: Path | None = None, prefer_archive: bool = True) -
     return DSpritesArchive(path) if path is not None else DSprites()
 
 
+def small_source(data_dir: Path | None = None) -> FactorDataset:
+    """The fast 32x32 grid, every image drawn once and kept (data_dir is ignored: it is always generated)."""
+    return CachedGrid(DSprites.small())
+
+
+FACTOR_SOURCES["dsprites"] = dsprites_source
+FACTOR_SOURCES["dsprites-small"] = small_source
+
+
+@DATASETS.register(
+    "dsprites",
+    "dSprites 64x64 binary sprites, 5 factors (Matthey 2017): 100,000 images drawn from the full grid "
+    f"of 737,280, procedural (or the original {ARCHIVE_NAME} when found)",
+)
 def load_dsprites(data_dir: Path | None, limit: int | None = 100_000) -> ImageArrays:
     """Loader for the ``dsprites`` registry entry: a fixed random ``limit`` images of the full grid (None: all)."""
     return arrays(dsprites_source(data_dir), limit=limit)
 
 
+@DATASETS.register(
+    "dsprites-small",
+    "dSprites 32x32, 3 shapes x 3 scales x 10 orientations x 16 x 16 positions "
+    "(23,040 images, all of them), procedural: the fast variant",
+)
 def load_dsprites_small(data_dir: Path | None) -> ImageArrays:
-    """Loader for ``dsprites-small``: the whole 32x32 fast grid (23,040 images)."""
+    """Loader for ``dsprites-small``: the whole 32x32 fast grid (23,040 images, 94 MB), drawn once per process."""
+    return _small_arrays()
+
+
+@functools.lru_cache(maxsize=1)
+def _small_arrays() -> ImageArrays:
     return arrays(DSprites.small())

@@ -10,7 +10,8 @@ The metrics need only: ``factor_names``, ``factor_sizes``, ``categorical``, ``sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -112,3 +113,31 @@ class FactorValues(FactorDataset):
     def render(self, factors: np.ndarray) -> np.ndarray:
         factors = self._check_factors(factors)
         return (factors / np.maximum(np.asarray(self.factor_sizes) - 1, 1)).astype(np.float32)
+
+
+class CachedGrid(FactorDataset):
+    """Another (small) factor data set with every image drawn once and kept: the metrics then look images up instead
+    of drawing them again (23,040 32x32 sprites: 94 MB)."""
+
+    def __init__(self, source: FactorDataset, batch_size: int = 4096) -> None:
+        self.factor_names, self.factor_sizes = source.factor_names, source.factor_sizes
+        self.categorical = source.categorical
+        self.grid = np.concatenate([images for images, _ in source.batches(batch_size)])
+
+    def render(self, factors: np.ndarray) -> np.ndarray:
+        return self.grid[self.factors_to_index(factors)]
+
+
+#: data set name (as in DATASETS) -> the factor source its images come from, given the data folder: what the
+#: disentanglement metrics of a run trained on that data set sample from. Registered by the data modules.
+FACTOR_SOURCES: dict[str, Callable[[Path | None], FactorDataset]] = {}
+
+
+def factor_source(data_name: str, data_dir: Path | None = None) -> FactorDataset:
+    """The factor data set behind a registered data set; VaelabError naming those that have one otherwise."""
+    if data_name not in FACTOR_SOURCES:
+        raise VaelabError(
+            f"data set {data_name!r} has no ground-truth factors; disentanglement metrics need a data set with "
+            f"factors: {', '.join(sorted(FACTOR_SOURCES))}"
+        )
+    return FACTOR_SOURCES[data_name](data_dir)

@@ -96,6 +96,9 @@ class Model(nn.Module):
         """Model-specific figures drawn into ``out`` after training instead of the default ones; None: the defaults."""
         return None
 
+    def load_extras(self, run_dir: Path) -> None:
+        """Called by ``vaelab.load`` after the weights: attach what lives beside them (e.g. a VQ run's prior)."""
+
     def forward(self, x: Tensor, step: int | None = None) -> Loss:
         return self.loss(x, step)
 

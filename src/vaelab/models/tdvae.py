@@ -22,6 +22,14 @@ Terms, in nats per sampled pair (one predicted frame x_t2), averaged over the pa
 Two layers (``layers=2``, the paper's hierarchical TD-VAE): z = [z1, z2] and every distribution over z is a chain,
 upper layer first: p_B(z2|b) p_B(z1|b, z2), q_S(z2_t1|.) q_S(z1_t1|., z2_t1), p_T(z2_t2|z_t1) p_T(z1_t2|z_t1, z2_t2).
 
+Two options keep the belief a filter (defaults: off, the paper's objective). A jumpy pair fits p_B(z_t2|b_t2) against
+a prediction from delta frames back, which is wide for long jumps; under it, copying the last observation into the
+belief is cheap, and a belief that tracks noisy observations predicts worse (on the oscillator: README). So
+    one_step = w          adds -w * (1/(T-1)) sum_t l(t - 1, t), the same bound at every one-frame step;
+    target_gradient=false the jumpy pairs treat the later belief as a fixed target (no gradient through z_t2 and
+                          log p_B(z_t2|b_t2)), as TD learning treats its bootstrapped target: they train p_T, q_S
+                          and the earlier belief, and the one-step term alone shapes p_B(z_t2|b_t2).
+
 Rollouts: z_t ~ p_B(z|b_t), then z <- z' ~ p_T(z'|z, delta_k) for jumps delta_1, delta_2, ..., decoded by p_D.
 """
 
@@ -70,6 +78,8 @@ class TDVAEConfig(ModelConfig):
     layers: int = 1  # 1, or 2 for the hierarchical state [z1, z2]
     jump_input: bool = True  # p_T and q_S see delta (one-hot); false: the paper's delta-free p_T(z_t2|z_t1)
     residual_transition: bool = True  # p_T's mean is z_t1 + f(z_t1, delta): the identity plus a learned change
+    one_step: float = 0.0  # weight of the one-step term -l(t - 1, t) over every frame, beside the jumpy pairs
+    target_gradient: bool = True  # false: the jumpy pairs treat the later belief p_B(z_t2|b_t2) as a fixed target
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +88,13 @@ class TDVAEConfig(ModelConfig):
             raise VaelabError(f"max_jump (D; jumps are drawn from 1..D) must be >= 1, got {self.max_jump}")
         if self.layers not in (1, 2):
             raise VaelabError(f"layers must be 1 or 2 (the hierarchical two-layer state), got {self.layers}")
+        if self.one_step < 0:
+            raise VaelabError(f"one_step (the weight of the one-step term) must be >= 0, got {self.one_step}")
+        if not self.target_gradient and not self.one_step:
+            raise VaelabError(
+                "target_gradient=false leaves the belief to the one-step term alone (the jumpy pairs treat it as a "
+                "fixed target): give it a weight, e.g. --set one_step=1"
+            )
         for key in ("pairs", "belief_dim", "embed_dim"):
             if getattr(self, key) < 1:
                 raise VaelabError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -250,11 +267,16 @@ class TDVAE(Model):
         t1 = (torch.rand(shape, device=device) * (frames - delta)).long()
         return t1, t1 + delta
 
-    def pair_terms(self, x_t2: Tensor, b_t1: Tensor, b_t2: Tensor, delta: Tensor) -> PairTerms:
+    def pair_terms(
+        self, x_t2: Tensor, b_t1: Tensor, b_t2: Tensor, delta: Tensor, target_gradient: bool = True
+    ) -> PairTerms:
         """The terms of l(t1, t2) from one draw z_t2 ~ p_B(z|b_t2), z_t1 ~ q_S(z|z_t2, b_t1, b_t2)."""
         jump = self.jump_code(delta)
         p_b_t2 = self.belief(b_t2)
         z_t2 = p_b_t2.rsample()
+        log_p_b_t2 = p_b_t2.log_prob(z_t2)
+        if not target_gradient:  # semi-gradient, as TD learning treats its bootstrapped target
+            z_t2, log_p_b_t2 = z_t2.detach(), log_p_b_t2.detach()
         q_s = self.smoothing(torch.cat([z_t2, b_t1, b_t2, jump], -1))
         z_t1 = q_s.rsample()
         p_t = self.transition(torch.cat([z_t1, jump], -1))
@@ -262,7 +284,7 @@ class TDVAE(Model):
             log_p_d=self.decode(z_t2).log_prob(x_t2),
             log_p_b_t1=self.belief(b_t1).log_prob(z_t1),
             log_p_t=p_t.log_prob(z_t2),
-            log_p_b_t2=p_b_t2.log_prob(z_t2),
+            log_p_b_t2=log_p_b_t2,
             log_q_s=q_s.log_prob(z_t1),
             z_t1=z_t1,
             z_t2=z_t2,
@@ -275,17 +297,23 @@ class TDVAE(Model):
         self.check_length(x.shape[1])
         b = self.beliefs(x)
         t1, t2 = self.sample_pairs(x.shape[0], x.shape[1], x.device)
-        terms = self.pair_terms(_at(x, t2), _at(b, t1), _at(b, t2), t2 - t1)
+        cfg = self.config
+        terms = self.pair_terms(_at(x, t2), _at(b, t1), _at(b, t2), t2 - t1, cfg.target_gradient)
         reconstruction = -terms.log_p_d.mean()
         kl_t1 = (terms.log_q_s - terms.log_p_b_t1).mean()
         kl_t2 = (terms.log_p_b_t2 - terms.log_p_t).mean()
         total = reconstruction + kl_t1 + kl_t2
-        return Loss(total, {"reconstruction": reconstruction, "kl_t1": kl_t1, "kl_t2": kl_t2, "elbo": -total})
+        named = {"reconstruction": reconstruction, "kl_t1": kl_t1, "kl_t2": kl_t2, "elbo": -total}
+        if cfg.one_step:
+            step = self.frame_elbo(x, b).mean()
+            named["one_step_elbo"] = step
+            return Loss(total - cfg.one_step * step, named)
+        return Loss(total, named)
 
-    def frame_elbo(self, x: Tensor) -> Tensor:
+    def frame_elbo(self, x: Tensor, beliefs: Tensor | None = None) -> Tensor:
         """l(t - 1, t) for every t = 1..T-1 (jumps of one frame): (B, T - 1), nats per frame."""
         x = self.as_batch(x)
-        b = self.beliefs(x)
+        b = self.beliefs(x) if beliefs is None else beliefs
         one = torch.ones(x.shape[0], x.shape[1] - 1, dtype=torch.long, device=x.device)
         return self.pair_terms(x[:, 1:], b[:, :-1], b[:, 1:], one).elbo
 

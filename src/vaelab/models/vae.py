@@ -133,8 +133,16 @@ class VAE(Model):
             log_px_z = estimator(q, lambda z: self.decode(z).log_prob(x), cfg.mc_samples, cfg.baseline)  # (L, B)
             kl = kl_divergence(q, p)
         reconstruction = -log_px_z.mean()
-        total = reconstruction + self.kl_weight(step) * self.kl_penalty(q, p, kl)
-        return Loss(total, {"reconstruction": reconstruction, "kl": kl.mean(), "elbo": -(reconstruction + kl.mean())})
+        penalty, extra = self.regularizer(q, p, kl, step)
+        terms = {"reconstruction": reconstruction, "kl": kl.mean(), "elbo": -(reconstruction + kl.mean())}
+        return Loss(reconstruction + penalty, {**terms, **extra})
+
+    def regularizer(
+        self, q: Distribution, p: Distribution, kl: Tensor, step: int | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """What the loss adds to the reconstruction term, and any named terms of it; subclasses (beta-VAE variants)
+        override only this. ``kl`` is the per-point KL(q(z|x) || p(z)) (B,)."""
+        return self.kl_weight(step) * self.kl_penalty(q, p, kl), {}
 
     def kl_penalty(self, q: Distribution, p: Distribution, kl: Tensor) -> Tensor:
         """The KL as the optimizer sees it. Free bits: sum_j max(lambda, KL_j), KL_j a batch mean, per unit j of a

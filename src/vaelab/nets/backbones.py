@@ -33,6 +33,7 @@ class BackboneConfig:
     backbone: str = "auto"
     hidden: tuple[int, ...] = (512,)  # MLP hidden widths, input side first
     channels: tuple[int, ...] = (32, 64)  # conv channels, one stride-2 layer each, input side first
+    conv_hidden: tuple[int, ...] = ()  # conv only: fully connected widths between the conv stack and the code
     activation: str = "relu"
 
     def __post_init__(self) -> None:
@@ -40,7 +41,7 @@ class BackboneConfig:
             raise VaelabError(f"unknown backbone {self.backbone!r}; choose from: {', '.join(BACKBONES)}")
         if self.activation not in ACTIVATIONS:
             raise VaelabError(f"unknown activation {self.activation!r}; choose from: {', '.join(ACTIVATIONS)}")
-        if any(w < 1 for w in (*self.hidden, *self.channels)) or not self.channels:
+        if any(w < 1 for w in (*self.hidden, *self.channels, *self.conv_hidden)) or not self.channels:
             raise VaelabError("hidden and channels must be positive widths, and channels must not be empty")
 
 
@@ -60,14 +61,14 @@ def build_encoder(
     out_act = ACTIVATIONS[out_activation] if out_activation else None
     if resolve_backbone(cfg, shape) == "mlp":
         return MLPEncoder(shape, out_features, cfg.hidden, ACTIVATIONS[cfg.activation], out_act)
-    return ConvEncoder(shape, out_features, cfg.channels, ACTIVATIONS[cfg.activation], out_act)
+    return ConvEncoder(shape, out_features, cfg.channels, ACTIVATIONS[cfg.activation], out_act, cfg.conv_hidden)
 
 
 def build_decoder(cfg: BackboneConfig, latent_dim: int, shape: tuple[int, ...], params_per_channel: int) -> nn.Module:
     out_shape = (shape[0] * params_per_channel, *shape[1:])
     if resolve_backbone(cfg, shape) == "mlp":
         return MLPDecoder(latent_dim, out_shape, cfg.hidden[::-1], ACTIVATIONS[cfg.activation])
-    return ConvDecoder(latent_dim, out_shape, cfg.channels[::-1], ACTIVATIONS[cfg.activation])
+    return ConvDecoder(latent_dim, out_shape, cfg.channels[::-1], ACTIVATIONS[cfg.activation], cfg.conv_hidden[::-1])
 
 
 def _mlp(widths: list[int], act: type[nn.Module], out_act: type[nn.Module] | None = None) -> nn.Sequential:
@@ -161,15 +162,19 @@ class ConvEncoder(nn.Module):
         channels: tuple[int, ...],
         act: type[nn.Module],
         out_act: type[nn.Module] | None = None,
+        hidden: tuple[int, ...] = (),
     ) -> None:
+        """``hidden``: fully connected widths between the flattened conv features and the output."""
         super().__init__()
         sizes = _conv_sizes(shape, len(channels))
         layers: list[nn.Module] = []
         for c_in, c_out in zip((shape[0], *channels[:-1]), channels):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), act()]
         h, w = sizes[-1]
-        head = [nn.Linear(channels[-1] * h * w, out), *([out_act()] if out_act else [])]
-        self.net = nn.Sequential(*layers, nn.Flatten(), *head)
+        widths = [channels[-1] * h * w, *hidden]
+        fc = [m for a, b in zip(widths[:-1], widths[1:]) for m in (nn.Linear(a, b), act())]
+        head = [nn.Linear(widths[-1], out), *([out_act()] if out_act else [])]
+        self.net = nn.Sequential(*layers, nn.Flatten(), *fc, *head)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -183,12 +188,19 @@ class ConvDecoder(nn.Module):
     """Mirror of ConvEncoder; output_padding restores odd sizes so any H x W comes back exactly."""
 
     def __init__(
-        self, latent: int, out_shape: tuple[int, ...], channels: tuple[int, ...], act: type[nn.Module]
+        self,
+        latent: int,
+        out_shape: tuple[int, ...],
+        channels: tuple[int, ...],
+        act: type[nn.Module],
+        hidden: tuple[int, ...] = (),
     ) -> None:
+        """``hidden``: fully connected widths between the latent and the first transposed conv, latent side first."""
         super().__init__()
         sizes = _conv_sizes(out_shape, len(channels))[::-1]  # smallest first
         self.start = (channels[0], *sizes[0])
-        layers: list[nn.Module] = [nn.Linear(latent, channels[0] * sizes[0][0] * sizes[0][1]), act()]
+        widths = [latent, *hidden, channels[0] * sizes[0][0] * sizes[0][1]]
+        layers: list[nn.Module] = [m for a, b in zip(widths[:-1], widths[1:]) for m in (nn.Linear(a, b), act())]
         self.stem = nn.Sequential(*layers)
         ups: list[nn.Module] = []
         outs = (*channels[1:], out_shape[0])

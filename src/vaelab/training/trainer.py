@@ -129,6 +129,8 @@ class Trainer:
         torch.manual_seed(tc.seed)
         binary = LIKELIHOODS.get(config.model_config.likelihood).needs_binary_data
         self.data: Dataset = load_dataset(config.data, tc.seed, device, binary)
+        if getattr(config.model_config, "dataset_size", None) == 0:  # e.g. beta-tcvae's minibatch-weighted sampling
+            config.model_config.dataset_size = len(self.data.train)  # saved in config.json below
         self.model: Model = build_model(config.model, self.data.shape, config.model_config).to(device)
         self.model.likelihood.check_data(self.data.train)
         self.steps_per_epoch = self.data.steps_per_epoch(tc.batch_size * world)
