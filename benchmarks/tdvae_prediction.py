@@ -1,16 +1,17 @@
 """TD-VAE's jumpy predictions on held-out sequences, against two baselines scored the same way.
 
-For each data set two shipped presets are trained with the same architecture and budget: ``tdvae-DATA`` (jumps
-delta ~ U{1..D}) and ``tdvae-DATA-delta1`` (delta = 1 only). On the test sequences (generated from a fixed seed;
-moving MNIST moves MNIST's test digits) the first T - H frames are observed and frame T - H - 1 + h is predicted,
-h = 1..H: TD-VAE jumps there with the fewest jumps of at most D, the delta = 1 model steps h times, and the third
-predictor repeats the last observed frame. Scores per horizon (``vaelab.sequence_eval``): MSE of the predictive
-mean over ``--samples`` imagined futures, and the NLL estimate -log (1/S) sum_s p_D(x|z_s); per-frame ELBO of both.
+For each data set two shipped presets are trained with the same architecture, objective and budget: ``tdvae-DATA``
+(jumps delta ~ U{1..D}) and ``tdvae-DATA-delta1`` (the same config with max_jump=1: delta = 1 only), once per seed.
+On the test sequences (generated from a fixed seed; moving MNIST moves MNIST's test digits) the first T - H frames
+are observed and frame T - H - 1 + h is predicted, h = 1..H: TD-VAE jumps there with the fewest jumps of at most D,
+the delta = 1 model steps h times, and the third predictor repeats the last observed frame. Scores per horizon
+(``vaelab.sequence_eval``): MSE of the predictive mean over ``--samples`` imagined futures, and the NLL estimate
+-log (1/S) sum_s p_D(x|z_s); per-frame ELBO of both. The table gives each seed and the mean over seeds.
 
-Usage (oscillator first, then moving MNIST at 36x36 with one digit; about 15 minutes on 2 CPU cores):
+Usage (oscillator, then moving MNIST at 36x36 with one digit; about 30 minutes on one CPU thread for two seeds):
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/tdvae_prediction.py
-    .venv/bin/python benchmarks/tdvae_prediction.py --data oscillator --epochs 10      # a quick look
-Runs go to OUT/PRESET (default runs/tdvae-prediction); a run already there is evaluated again, not retrained.
+    .venv/bin/python benchmarks/tdvae_prediction.py --data oscillator --epochs 10 --seeds 0     # a quick look
+Runs go to OUT/PRESET-seedN (default runs/tdvae-prediction); a run already there is evaluated again, not retrained.
 The table and OUT/results.json hold the numbers; the CLI gives the same for one pair of runs:
     vaelab train --preset tdvae-oscillator --out runs/osc && vaelab train --preset tdvae-oscillator-delta1 \
         --out runs/osc-delta1 && vaelab predict runs/osc --baseline runs/osc-delta1 --samples 32
@@ -23,6 +24,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vaelab.api import make_run_config
@@ -32,16 +34,16 @@ from vaelab.sequence_eval import REPEAT_LAST, evaluate_predictions
 from vaelab.training.trainer import resolve_device, train
 
 DATA = ("oscillator", "moving-mnist")
-HORIZON = {"oscillator": 6, "moving-mnist": 6}  # H: one longest jump of the oscillator preset, two of moving MNIST
+HORIZON = {"oscillator": 6, "moving-mnist": 6}  # H: two of the presets' longest jumps (D = 3)
 TDVAE, STEP = "TD-VAE", "delta=1 model"
 
 
-def train_preset(name: str, args: argparse.Namespace) -> tuple[Path, float | None]:
-    run_dir = args.out / name
+def train_preset(name: str, seed: int, args: argparse.Namespace) -> tuple[Path, float | None]:
+    run_dir = args.out / f"{name}-seed{seed}"
     if (run_dir / "model.safetensors").exists():
         return run_dir, None
     preset = get_preset(name)
-    options = {**preset.options, "device": args.device, "data_dir": args.data_dir}
+    options = {**preset.options, "device": args.device, "data_dir": args.data_dir, "seed": seed}
     if args.epochs:
         options["epochs"] = args.epochs
     start = time.perf_counter()
@@ -49,18 +51,22 @@ def train_preset(name: str, args: argparse.Namespace) -> tuple[Path, float | Non
     return run_dir, time.perf_counter() - start
 
 
-def benchmark(data: str, args: argparse.Namespace) -> dict:
+def benchmark(data: str, seed: int, args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     dirs, seconds = {}, {}
     for label, name in ((TDVAE, f"tdvae-{data}"), (STEP, f"tdvae-{data}-delta1")):
-        dirs[label], seconds[label] = train_preset(name, args)
+        dirs[label], seconds[label] = train_preset(name, seed, args)
     runs = {label: load(path, device) for label, path in dirs.items()}
     horizon = args.horizon or HORIZON[data]
     dataset = runs[TDVAE].dataset(device, args.data_dir)
     start = time.perf_counter()
     result = evaluate_predictions({k: r.model for k, r in runs.items()}, dataset, horizon, samples=args.samples)
     result.update(
-        data=data, eval_s=time.perf_counter() - start, train_s=seconds, runs={k: str(v) for k, v in dirs.items()}
+        data=data,
+        seed=seed,
+        eval_s=time.perf_counter() - start,
+        train_s=seconds,
+        runs={k: str(v) for k, v in dirs.items()},
     )
     result["tdvae_below_both"] = [
         result["results"][TDVAE]["mse"][i]
@@ -70,11 +76,31 @@ def benchmark(data: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def mean_over_seeds(runs: list[dict]) -> dict:
+    """The per-horizon scores averaged over seeds, in the layout of one seed's result."""
+    mean = {**runs[0], "seed": "mean of " + ", ".join(str(r["seed"]) for r in runs), "train_s": {}}
+    mean["results"] = {
+        name: {
+            key: (np.mean([r["results"][name][key] for r in runs], 0).tolist() if key in ("mse", "nll") else None)
+            for key in values
+        }
+        for name, values in runs[0]["results"].items()
+    }
+    for name in (TDVAE, STEP):
+        mean["results"][name]["elbo_per_frame"] = float(np.mean([r["results"][name]["elbo_per_frame"] for r in runs]))
+    res = mean["results"]
+    mean["tdvae_below_both"] = [
+        res[TDVAE]["mse"][i] < min(res[STEP]["mse"][i], res[REPEAT_LAST]["mse"][i])
+        for i in range(len(mean["horizons"]))
+    ]
+    return mean
+
+
 def print_table(r: dict) -> None:
     res = r["results"]
     print(
-        f"\n{r['data']}: {r['num_sequences']} test sequences of {r['frames']} frames, {r['context']} observed, "
-        f"S={r['samples']}; MSE per dimension of x_(t+h) (NLL in nats per frame)"
+        f"\n{r['data']}, seed {r['seed']}: {r['num_sequences']} test sequences of {r['frames']} frames, "
+        f"{r['context']} observed, S={r['samples']}; MSE per dimension of x_(t+h) (NLL in nats per frame)"
     )
     print(f"| h | {TDVAE} | {STEP} | {REPEAT_LAST} | TD-VAE lowest |")
     print("| ---: | ---: | ---: | ---: | :---: |")
@@ -94,6 +120,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/tdvae-prediction"))
     p.add_argument("--horizon", type=int, help="H (default 6: oscillator D = 6, moving MNIST D = 3)")
     p.add_argument("--samples", type=int, default=32, help="imagined futures per test sequence")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of both models (default 0 1)")
     p.add_argument("--epochs", type=int, help="override the presets' epochs (both models alike)")
     p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: small networks run fastest so)"
@@ -106,8 +133,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for data in args.data:
-        results.append(benchmark(data, args))
-        print_table(results[-1])
+        runs = []
+        for seed in args.seeds:
+            runs.append(benchmark(data, seed, args))
+            print_table(runs[-1])
+        results += runs
+        if len(runs) > 1:
+            results.append(mean_over_seeds(runs))
+            print_table(results[-1])
         (args.out / "results.json").write_text(json.dumps(results, indent=2))
     print(f"\nwritten: {args.out / 'results.json'}")
 

@@ -243,16 +243,20 @@ def test_two_layer_state_densities_by_hand():
     torch.testing.assert_close(model.transition(context).log_prob(new), by_hand)
 
 
+def loss_and_terms_by_hand(model, x, seed=2):
+    """model.loss(x), and from the same draws the pair terms recomputed by hand, and the beliefs."""
+    torch.manual_seed(seed)
+    loss = model.loss(x)
+    torch.manual_seed(seed)
+    b = model.beliefs(x)
+    t1, t2 = model.sample_pairs(*x.shape[:2])
+    rows = torch.arange(len(x))[:, None]
+    return loss, model.pair_terms(x[rows, t2], b[rows, t1], b[rows, t2], t2 - t1), b
+
+
 def test_loss_terms_are_the_means_of_the_pair_terms():
     model = small_model(max_jump=3, pairs=5)
-    x = torch.rand(4, 10, 1, 8, 8).bernoulli()
-    torch.manual_seed(2)
-    loss = model.loss(x)
-    torch.manual_seed(2)
-    b = model.beliefs(x)
-    t1, t2 = model.sample_pairs(4, 10)
-    rows = torch.arange(4)[:, None]
-    terms = model.pair_terms(x[rows, t2], b[rows, t1], b[rows, t2], t2 - t1)
+    loss, terms, _ = loss_and_terms_by_hand(model, torch.rand(4, 10, 1, 8, 8).bernoulli())
     torch.testing.assert_close(loss.terms["reconstruction"], -terms.log_p_d.mean())
     torch.testing.assert_close(loss.terms["kl_t1"], (terms.log_q_s - terms.log_p_b_t1).mean())
     torch.testing.assert_close(loss.terms["kl_t2"], (terms.log_p_b_t2 - terms.log_p_t).mean())
@@ -263,13 +267,8 @@ def test_loss_terms_are_the_means_of_the_pair_terms():
 def test_one_step_term_is_the_frame_elbo_of_the_same_beliefs():
     model = small_model(max_jump=3, pairs=5, one_step=0.5)
     x = torch.rand(4, 10, 1, 8, 8).bernoulli()
-    torch.manual_seed(2)
-    loss = model.loss(x)
-    torch.manual_seed(2)
-    b = model.beliefs(x)
-    t1, t2 = model.sample_pairs(4, 10)
-    rows = torch.arange(4)[:, None]
-    pairs = model.pair_terms(x[rows, t2], b[rows, t1], b[rows, t2], t2 - t1).elbo.mean()
+    loss, terms, b = loss_and_terms_by_hand(model, x)
+    pairs = terms.elbo.mean()
     one = torch.ones(4, 9, dtype=torch.long)
     steps = model.pair_terms(x[:, 1:], b[:, :-1], b[:, 1:], one).elbo.mean()  # l(t - 1, t), t = 1..9, by hand
     torch.testing.assert_close(loss.terms["elbo"], pairs)

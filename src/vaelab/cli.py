@@ -276,8 +276,8 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     run = load_without_prior(args.run, device)  # a broken prior is replaced, not read
     train = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed") if getattr(args, k) is not None}
     prior = make_config(PriorConfig, parse_assignments(args.set), "prior")
-    console.print(f"training the prior of {run.path} ({run.config.model})")
-    result = train_prior(run, prior, make_config(PriorTrainConfig, train), device, args.data_dir, console.print)
+    schedule = make_config(PriorTrainConfig, train)
+    result = train_prior(run, prior, schedule, device, args.data_dir, console.print)
     console.print(
         f"prior NLL of the test codes: {result['test_nll']:.2f} nats per image "
         f"(uniform prior: {result['uniform_nll']:.2f}); best epoch {result['best_epoch']}"

@@ -168,6 +168,8 @@ def train_prior(
             f"but {run.path} is a {run.config.model} run"
         )
     pc, tc = prior_config or PriorConfig(), train_config or PriorTrainConfig()
+    if log:
+        log(f"training the prior of {run.path} ({run.config.model})")
     model = run.model.to(device).eval()
     data = run.dataset(device, data_dir)
     folder = run.path / PRIOR_DIR
