@@ -1,4 +1,5 @@
-"""The ``vaelab`` command: train, eval, probe, sample, models, datasets, presets.
+"""The ``vaelab`` command: train, eval, predict, probe, grad-variance, disentanglement, traverse, latents, sample,
+train-prior, models, datasets, presets.
 
 Every bad input surfaces as a VaelabError, printed as one line without a traceback (exit code 2).
 """

@@ -3,10 +3,12 @@
 RUN/config.json          model, data and training options (rebuilds the model and the data)
 RUN/model.safetensors    weights (the best validation epoch when there is a validation split)
 RUN/checkpoint.pt        training state for --resume (optimizer, schedule, step, RNG), atomic
-RUN/metrics.jsonl        one JSON object per logged training interval and per validation
+RUN/metrics.jsonl        one JSON object per logged training interval, per validation and per epoch (split "epoch")
 RUN/tb/                  TensorBoard events
-RUN/figures/*.png        reconstructions, samples, learning curve
-RUN/eval.json            written by `vaelab eval`
+RUN/figures/*.png        reconstructions, samples, learning curve, and each model's own figures
+RUN/eval.json            written by `vaelab eval` (`vaelab disentanglement` adds its key)
+RUN/prediction.json      written by `vaelab predict` (sequence models); RUN/probe.json by `vaelab probe`
+RUN/prior/               a VQ run's code prior, written by `vaelab train-prior`
 """
 
 from __future__ import annotations
