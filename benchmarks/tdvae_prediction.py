@@ -68,31 +68,24 @@ def benchmark(data: str, seed: int, args: argparse.Namespace) -> dict:
         train_s=seconds,
         runs={k: str(v) for k, v in dirs.items()},
     )
-    result["tdvae_below_both"] = [
-        result["results"][TDVAE]["mse"][i]
-        < min(result["results"][STEP]["mse"][i], result["results"][REPEAT_LAST]["mse"][i])
-        for i in range(horizon)
-    ]
+    result["tdvae_below_both"] = below_both(result["results"])
     return result
+
+
+def below_both(results: dict) -> list[bool]:
+    """Per horizon: is TD-VAE's MSE below both baselines'?"""
+    mse = {name: results[name]["mse"] for name in (TDVAE, STEP, REPEAT_LAST)}
+    return [t < min(s, r) for t, s, r in zip(mse[TDVAE], mse[STEP], mse[REPEAT_LAST])]
 
 
 def mean_over_seeds(runs: list[dict]) -> dict:
     """The per-horizon scores averaged over seeds, in the layout of one seed's result."""
     mean = {**runs[0], "seed": "mean of " + ", ".join(str(r["seed"]) for r in runs), "train_s": {}}
     mean["results"] = {
-        name: {
-            key: (np.mean([r["results"][name][key] for r in runs], 0).tolist() if key in ("mse", "nll") else None)
-            for key in values
-        }
+        name: {key: np.mean([r["results"][name][key] for r in runs], 0).tolist() for key in values}
         for name, values in runs[0]["results"].items()
     }
-    for name in (TDVAE, STEP):
-        mean["results"][name]["elbo_per_frame"] = float(np.mean([r["results"][name]["elbo_per_frame"] for r in runs]))
-    res = mean["results"]
-    mean["tdvae_below_both"] = [
-        res[TDVAE]["mse"][i] < min(res[STEP]["mse"][i], res[REPEAT_LAST]["mse"][i])
-        for i in range(len(mean["horizons"]))
-    ]
+    mean["tdvae_below_both"] = below_both(mean["results"])
     return mean
 
 

@@ -120,6 +120,11 @@ def discrete_nll(px: Distribution, x: Tensor) -> Tensor | None:
     return -logp.flatten(1).sum(1)
 
 
+def level_key(name: str, level: str) -> str:
+    """A per-level name: ``name`` for a single level, ``name_top`` / ``name_bottom`` for VQ-VAE-2."""
+    return f"{name}_{level}" if level else name
+
+
 class VQModel(Model):
     """What VQ-VAE and VQ-VAE-2 share: levels of codes (top first), priors over them, bounds and figures."""
 
@@ -211,11 +216,10 @@ class VQModel(Model):
         terms = {"reconstruction": reconstruction}
         total = reconstruction
         for level, out in zip(self.levels, outs):
-            suffix = f"_{level}" if level else ""
             for name, value in out.losses.items():
-                terms[name + suffix] = value
+                terms[level_key(name, level)] = value
                 total = total + value
-            terms["perplexity" + suffix] = out.perplexity
+            terms[level_key("perplexity", level)] = out.perplexity
         return Loss(total, terms)
 
     def metrics(self, x: Tensor) -> dict[str, Tensor]:
@@ -245,10 +249,9 @@ class VQModel(Model):
                 counts[i] += torch.bincount(c.flatten(), minlength=len(counts[i])).cpu().float()
         result: dict[str, float | int | bool] = {}
         for level, n in zip(self.levels, counts):
-            suffix = f"_{level}" if level else ""
-            result["codes_in_use" + suffix] = int((n > 0).sum())
-            result["codebook_usage" + suffix] = float((n > 0).float().mean())
-            result["codebook_perplexity" + suffix] = float(perplexity(n))
+            result[level_key("codes_in_use", level)] = int((n > 0).sum())
+            result[level_key("codebook_usage", level)] = float((n > 0).float().mean())
+            result[level_key("codebook_perplexity", level)] = float(perplexity(n))
         result["posterior_collapsed"] = any(int((n > 0).sum()) <= 1 for n in counts)  # one code: x is not coded
         return result
 
@@ -256,10 +259,9 @@ class VQModel(Model):
         """Usage and perplexity of the codes picked in this epoch's training steps; then a fresh histogram."""
         out: dict[str, float | list[float]] = {}
         for level, q in self.quantizers().items():
-            suffix = f"_{level}" if level else ""
-            out["codebook_usage" + suffix] = q.codes_in_use() / q.num_codes
-            out["codebook_perplexity" + suffix] = float(q.codebook_perplexity())
-            out["codebook_histogram" + suffix] = q.usage_histogram().tolist()
+            out[level_key("codebook_usage", level)] = q.codes_in_use() / q.num_codes
+            out[level_key("codebook_perplexity", level)] = float(q.codebook_perplexity())
+            out[level_key("codebook_histogram", level)] = q.usage_histogram().tolist()
             q.reset_usage()
         return out
 
@@ -325,9 +327,9 @@ class VQVAE2(VQModel):
         super().__init__(config, data_shape)
         c, act = config, self.act
         steps = c.downsample + c.top_downsample
-        check_divisible(self.data_shape, steps, f"downsample + top_downsample = {c.downsample} + {c.top_downsample}")
+        what = f"downsample + top_downsample = {c.downsample} + {c.top_downsample}"
+        self.top_grid = check_divisible(self.data_shape, steps, what)  # checks the bottom grid too
         self.bottom_grid = check_divisible(self.data_shape, c.downsample)
-        self.top_grid = check_divisible(self.data_shape, steps)
         hid, res, blocks, d = c.hidden_channels, c.residual_channels, c.residual_blocks, c.code_dim
         self.encoder_bottom = StridedEncoder(self.data_shape[0], hid, res, blocks, c.downsample, act)
         self.encoder_top = StridedEncoder(hid, hid, res, blocks, c.top_downsample, act)
