@@ -119,7 +119,8 @@ def test_resume_of_a_finished_run(capsys, vae_run):
 
 
 def test_resume_takes_no_other_options(capsys, vae_run):
-    fails_with(capsys, "give no model or options", "train", "--resume", str(vae_run.path), "--epochs", "3")
+    fails_with(capsys, "give no model or options", "train", "--resume", str(vae_run.path), "--lr", "0.1")
+    fails_with(capsys, "must be more than that", "train", "--resume", str(vae_run.path), "--epochs", "3")
 
 
 def test_bad_numbers(capsys, vae_run, tmp_path):

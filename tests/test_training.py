@@ -101,6 +101,34 @@ def test_ctrl_c_then_resume_gives_the_same_weights_as_no_interruption(tmp_path):
     assert again.returncode == 2 and "already finished" in again.stderr
 
 
+def test_a_finished_run_trained_on_equals_a_longer_run(tmp_path):
+    """--resume RUN --epochs N: 2 epochs then on to 4 give the weights of 4 epochs straight (data order, RNG)."""
+    from vaelab.training.trainer import train
+
+    opts = {"epochs": 2, "seed": 5, "latent_dim": 4, "hidden": (32,)}
+    short = vaelab.train("vae", "digits", tmp_path / "short", **opts)
+    straight = vaelab.train("vae", "digits", tmp_path / "straight", **{**opts, "epochs": 4})
+    train(None, short.path, resume=True, epochs=4)
+    assert json.loads((short.path / "config.json").read_text())["train"]["epochs"] == 4
+    a, b = checkpoint_weights(short.path), checkpoint_weights(straight.path)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["epoch"] for r in short.metrics() if r["split"] == "val"] == [1, 2, 3, 4]
+
+
+def test_training_on_is_refused_where_it_would_not_be_the_longer_run(tmp_path):
+    from vaelab.training.trainer import train
+
+    run = vaelab.train("vae", "digits", tmp_path / "r", epochs=2, latent_dim=4, hidden=(32,))
+    with pytest.raises(VaelabError, match="must be more than that"):
+        train(None, run.path, resume=True, epochs=1)
+    cosine = vaelab.train("vae", "digits", tmp_path / "c", epochs=1, latent_dim=4, hidden=(32,), lr_schedule="cosine")
+    with pytest.raises(VaelabError, match="lr_schedule=cosine"):
+        train(None, cosine.path, resume=True, epochs=3)
+    with pytest.raises(VaelabError, match="extends a resumed run"):
+        train(None, tmp_path / "new", epochs=3)
+
+
 class ExplodingAE(AutoEncoder):
     """An autoencoder whose loss turns to NaN at step 30: the trainer must stop and keep good weights."""
 

@@ -42,10 +42,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     given = {key: getattr(args, key) for key in SHORTHANDS if getattr(args, key) is not None}
     if args.resume:
-        if args.model or given or args.set or args.data or args.out or args.preset:
-            raise VaelabError("--resume continues a run with its own config.json; give no model or options with it")
+        if args.model or set(given) - {"epochs"} or args.set or args.data or args.out or args.preset:
+            raise VaelabError(
+                "--resume continues a run with its own config.json; give no model or options with it "
+                "(only --epochs N, to train it on to N epochs in all)"
+            )
         console.print(f"resuming {args.resume}")
-        run_dir = train(None, args.resume, resume=True)
+        run_dir = train(None, args.resume, resume=True, epochs=args.epochs)
     else:
         model, data, options = args.model, args.data, {}
         if args.preset:
@@ -322,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"])
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, repeatable")
     t.add_argument("--preset", help="a shipped configuration (see `vaelab presets`); flags override it")
-    t.add_argument("--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped")
+    t.add_argument(
+        "--resume", metavar="RUN", help="continue an interrupted run exactly where it stopped (with --epochs: train on)"
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run on its test set and write eval.json")

@@ -55,16 +55,26 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = False) -> Path:
-    """Train ``config`` into ``run_dir``, or continue the run there (``resume``, config read from it)."""
+def train(
+    config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = False, epochs: int | None = None
+) -> Path:
+    """Train ``config`` into ``run_dir``, or continue the run there (``resume``, config read from it).
+
+    ``epochs`` with ``resume`` trains a run, finished or not, on to that many epochs in all: the same weights as a
+    run started with that many (the data order and the step-wise learning rate do not depend on the length; a
+    cosine schedule does, so it is refused)."""
     run_dir = Path(run_dir)
+    if epochs is not None and not resume:
+        raise VaelabError("epochs= here extends a resumed run; give a new run its epochs in its config")
     if resume:
         config = read_config(run_dir)
         state = load_checkpoint(run_dir / "checkpoint.pt")
-        if state.get("finished"):
+        if epochs is not None and epochs != config.train.epochs:
+            _extend(config, state, run_dir, epochs)
+        elif state.get("finished"):
             raise VaelabError(
                 f"run {run_dir} already finished its {config.train.epochs} epochs; nothing to resume "
-                "(start a new run with --out to train more)"
+                f"(train it on with --resume {run_dir} --epochs N, N > {config.train.epochs})"
             )
     elif (run_dir / "config.json").exists():
         raise VaelabError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
@@ -90,6 +100,23 @@ def train(config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = F
         finally:
             signal.signal(signal.SIGINT, previous)
     return run_dir
+
+
+def _extend(config: RunConfig, state: dict[str, Any], run_dir: Path, epochs: int) -> None:
+    """Set a resumed run's length to ``epochs`` in its config.json, after checking that it can go on."""
+    tc = config.train
+    done = int(state["epoch"])
+    if epochs <= done:
+        raise VaelabError(f"run {run_dir} has trained {done} epochs; --epochs must be more than that, got {epochs}")
+    if tc.lr_schedule == "cosine":
+        raise VaelabError(
+            f"run {run_dir} decays its learning rate over its {tc.epochs} epochs (lr_schedule=cosine), so a longer "
+            "run would have had another schedule; start a new run with --epochs instead"
+        )
+    if tc.patience and state["bad_epochs"] >= tc.patience:
+        raise VaelabError(f"run {run_dir} stopped early (no validation improvement for {tc.patience} epochs)")
+    tc.epochs = epochs
+    save_config(run_dir, config)
 
 
 def _free_port() -> int:
@@ -236,6 +263,7 @@ class Trainer:
                     raise KeyboardInterrupt
             self.epoch += 1
             self.batch_in_epoch = 0
+            self.epoch_rng_state = self.data_rng.get_state()  # a resume from this epoch's end draws the next order
             self._validate(monitor)
             self._log_epoch(monitor)
             self._checkpoint()
