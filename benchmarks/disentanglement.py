@@ -10,10 +10,10 @@ Each row is a shipped preset (``vaelab presets``), trained with the same seed, t
     annealed-vae-dsprites-small   annealed-vae  -
     beta-tcvae-dsprites-small     beta-tcvae    MIG about 0.3-0.4 (Chen et al. 2018)
 
-Usage (one CPU thread, about 7 minutes of training per row at 30 epochs, 4 minutes of metrics):
+Usage (one CPU thread, about 10 minutes of training per row at 30 epochs, 5 to 8 minutes of metrics):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py --rows betavae-dsprites-small-b1 \
-        betavae-dsprites-small-b4 --epochs 30
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py --seed 1 --rows betavae-dsprites-small-b1 \
+        betavae-dsprites-small-b4 --out runs/disentanglement-seed1
 Results go to OUT/results.json (default runs/disentanglement); runs already there are scored again, not retrained.
 """
 

@@ -72,6 +72,23 @@ def test_centre_of_mass_follows_position(small):
     assert (np.diff(com_x) > 0).all()
 
 
+def test_small_draws_the_original_sprites(small):
+    """At the first position the fast variant's 48x48 frame is the top-left crop of the original's 64x64 one."""
+    full = DSprites()
+    for shape in range(3):
+        for scale, full_scale in ((0, 0), (2, 5)):  # 0.5 and 1.0 in both grids
+            for orientation in range(10):  # every fourth of the original's 40
+                mine = small.images(small.factors_to_index(np.array([[shape, scale, orientation, 0, 0]])))
+                theirs = full.images(full.factors_to_index(np.array([[shape, full_scale, 4 * orientation, 0, 0]])))
+                assert theirs.sum() == theirs[..., :48, :48].sum() > 0
+                np.testing.assert_array_equal(mine, theirs[..., :48, :48])
+    assert small.size == 48 and small.factor_sizes == (3, 3, 10, 16, 16)
+    with pytest.raises(VaelabError, match="sprites that fit"):
+        DSprites(size=16, radius=10.24)
+    with pytest.raises(VaelabError, match="sprites that fit"):
+        DSprites(radius=0)
+
+
 def test_area_grows_with_scale_and_shapes_differ():
     d = DSprites(size=64, scales=6, orientations=4, positions=3)
     for shape in range(3):
@@ -113,7 +130,7 @@ def test_registered_and_factors_flow_as_labels(tmp_path):
 
     assert {"dsprites", "dsprites-small"} <= set(DATASETS.names())
     data = load_dataset(DataConfig("dsprites-small"), seed=0, binary_model=True)
-    assert data.shape == (1, 32, 32) and not data.dynamic  # already binary: no resampling
+    assert data.shape == (1, 48, 48) and not data.dynamic  # already binary: no resampling
     assert len(data.train) + len(data.val) + len(data.test) == 23_040
     assert data.labels("train").shape == (len(data.train), 5)
     small = factor_source("dsprites-small")

@@ -117,7 +117,7 @@ class FactorValues(FactorDataset):
 
 class CachedGrid(FactorDataset):
     """Another (small) factor data set with every image drawn once and kept: the metrics then look images up instead
-    of drawing them again (23,040 32x32 sprites: 94 MB)."""
+    of drawing them again (23,040 48x48 sprites: 212 MB)."""
 
     def __init__(self, source: FactorDataset, batch_size: int = 4096) -> None:
         self.factor_names, self.factor_sizes = source.factor_names, source.factor_sizes
