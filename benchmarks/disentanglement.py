@@ -1,6 +1,7 @@
-"""β=1 against β=4 (and the other β-VAE family models) on procedural dSprites: every disentanglement metric.
+"""β=1 against β=4 (and the other β-VAE family models) on procedural dSprites: every disentanglement metric, over
+several training seeds, with the seeds paired (β=1 and β=4 share each seed).
 
-Each row is a shipped preset (``vaelab presets``), trained with the same seed, then scored with
+Each row is a shipped preset (``vaelab presets``), trained once per seed, then scored with
 ``vaelab disentanglement`` (fixed metric seed 0, the default sample sizes: BetaVAE score 10,000 / 5,000 points of
 64 pairs, FactorVAE 10,000 / 5,000 votes of 64 images, MIG 10,000 codes, DCI and SAP 10,000 / 5,000 codes).
 
@@ -10,17 +11,22 @@ Each row is a shipped preset (``vaelab presets``), trained with the same seed, t
     annealed-vae-dsprites-small   annealed-vae  -
     beta-tcvae-dsprites-small     beta-tcvae    MIG about 0.3-0.4 (Chen et al. 2018)
 
-Usage (one CPU thread, about 10 minutes of training per row at 30 epochs, 5 to 8 minutes of metrics):
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py --seed 1 --rows betavae-dsprites-small-b1 \
-        betavae-dsprites-small-b4 --out runs/disentanglement-seed1
-Results go to OUT/results.json (default runs/disentanglement); runs already there are scored again, not retrained.
+Usage (one CPU thread per process, about 10 minutes of training per row and seed at 30 epochs, 6 to 7 minutes of
+metrics):
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py                       # every row, seed 0
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py --seeds 1 2 3 4 5 \
+        --rows betavae-dsprites-small-b1 betavae-dsprites-small-b4
+Runs go to OUT/seed-S/PRESET, each row's scores to OUT/seed-S/PRESET/benchmark.json (kept: a run that has one is
+neither trained nor scored again unless --rescore), so processes on different rows or seeds may share one OUT.
+Every finished row under OUT is then gathered into OUT/results.json and printed: per seed, as mean ± standard
+deviation over the seeds, and, for β=1 against β=4, on how many seeds β=4 scores higher on each metric.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -38,6 +44,7 @@ ROWS = (
     "annealed-vae-dsprites-small",
     "beta-tcvae-dsprites-small",
 )
+PAIR = ("betavae-dsprites-small-b1", "betavae-dsprites-small-b4")  # compared seed by seed
 COLUMNS = (
     ("BetaVAE", "betavae/eval_accuracy"),
     ("FactorVAE", "factorvae/eval_accuracy"),
@@ -47,55 +54,104 @@ COLUMNS = (
     ("DCI info.", "dci/informativeness_test"),
     ("SAP", "sap"),
 )
+RESULT = "benchmark.json"
+
+
+def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
+    """Train (unless trained) and score one preset with one seed; the row is kept in RUN/benchmark.json."""
+    run_dir = Path(args.out) / f"seed-{seed}" / name
+    if (run_dir / RESULT).exists() and not args.rescore:
+        return json.loads((run_dir / RESULT).read_text())
+    preset = get_preset(name)
+    options = {**preset.options, "seed": seed}
+    if args.epochs:
+        options["epochs"] = args.epochs
+    start = time.perf_counter()
+    if not (run_dir / "model.safetensors").exists():
+        print(f"training {name}, seed {seed} ...", flush=True)
+        train(make_run_config(preset.model, preset.data, options), run_dir)
+    train_s = time.perf_counter() - start
+    run = load(run_dir)
+    start = time.perf_counter()
+    entry = run_disentanglement(run, args.metric_seed, quick=args.quick)
+    last = [r for r in run.metrics() if r.get("split") == "val"][-1]
+    row = {
+        "preset": name,
+        "model": preset.model,
+        "epochs": run.config.train.epochs,
+        "seed": run.config.train.seed,
+        "train_s": train_s,
+        "metrics_s": time.perf_counter() - start,
+        "quick": args.quick,
+        "val_elbo": last.get("elbo"),
+        "val_kl": last.get("kl"),
+        **entry["scores"],
+    }
+    (run_dir / RESULT).write_text(json.dumps(row, indent=2))
+    return row
+
+
+def gather(out: Path) -> list[dict]:
+    """Every finished row under OUT (any process, any seed), by seed, then in the order of ROWS."""
+    rows = [json.loads(p.read_text()) for p in out.glob(f"seed-*/*/{RESULT}")]
+    order = {name: i for i, name in enumerate(ROWS)}
+    return sorted(rows, key=lambda r: (r["seed"], order.get(r["preset"], len(order)), r["preset"]))
+
+
+def cell(key: str, value: float) -> str:
+    return f"{100 * value:.1f}%" if "accuracy" in key else f"{value:.3f}"
+
+
+def report(rows: list[dict]) -> None:
+    header = " | ".join(c for c, _ in COLUMNS)
+    print(f"\n| preset | seed | epochs | val ELBO | {header} |\n|---|---:|---:|---:|" + "---:|" * len(COLUMNS))
+    for r in rows:
+        cells = " | ".join(cell(k, r[k]) for _, k in COLUMNS)
+        print(f"| {r['preset']} | {r['seed']} | {r['epochs']} | {r['val_elbo']:.1f} | {cells} |")
+
+    by_preset: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: ROWS.index(r["preset"]) if r["preset"] in ROWS else len(ROWS)):
+        by_preset.setdefault(r["preset"], []).append(r)
+    print(f"\n| preset | seeds | {header} |\n|---|---:|" + "---:|" * len(COLUMNS))
+    for name, group in by_preset.items():
+        cells = []
+        for _, k in COLUMNS:
+            values = [r[k] for r in group]
+            mean = cell(k, statistics.mean(values))
+            cells.append(f"{mean} ± {cell(k, statistics.stdev(values))}" if len(values) > 1 else mean)
+        print(f"| {name} | {len(group)} | " + " | ".join(cells) + " |")
+
+    low, high = ({r["seed"]: r for r in by_preset.get(name, [])} for name in PAIR)
+    seeds = sorted(set(low) & set(high))
+    if seeds:
+        print(f"\n{PAIR[1]} against {PAIR[0]}, seed by seed ({len(seeds)} seeds: {seeds}):")
+        for column, k in COLUMNS:
+            wins = [s for s in seeds if high[s][k] > low[s][k]]
+            diff = cell(k, statistics.mean(high[s][k] - low[s][k] for s in seeds))
+            print(f"  {column:>10}: higher on {len(wins)}/{len(seeds)} seeds, mean difference {diff}")
+        every = [s for s in seeds if all(high[s][k] > low[s][k] for _, k in COLUMNS)]
+        print(f"  higher on every metric: {len(every)}/{len(seeds)} seeds {every}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", nargs="+", default=list(ROWS), help="presets to train and score")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds; every row trains once per seed")
     p.add_argument("--epochs", type=int, help="override the presets' epochs")
-    p.add_argument("--seed", type=int, default=0, help="training seed, the same for every row")
     p.add_argument("--metric-seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a tenth of the metric samples")
+    p.add_argument("--rescore", action="store_true", help="score runs again that already have their scores")
     p.add_argument("--out", default="runs/disentanglement")
     args = p.parse_args()
     torch.set_num_threads(1)
+    for seed in args.seeds:
+        for name in args.rows:
+            row = score_row(name, seed, args)
+            print(json.dumps({k: v for k, v in row.items() if "/" not in k or k in dict(COLUMNS).values()}), flush=True)
     out = Path(args.out)
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
-    for name in args.rows:
-        preset = get_preset(name)
-        run_dir = out / name
-        options = {**preset.options, "seed": args.seed}
-        if args.epochs:
-            options["epochs"] = args.epochs
-        start = time.perf_counter()
-        if not (run_dir / "model.safetensors").exists():
-            print(f"training {name} ...", flush=True)
-            train(make_run_config(preset.model, preset.data, options), run_dir)
-        train_s = time.perf_counter() - start
-        run = load(run_dir)
-        start = time.perf_counter()
-        entry = run_disentanglement(run, args.metric_seed, quick=args.quick)
-        last = [r for r in run.metrics() if r.get("split") == "val"][-1]
-        results[name] = {
-            "model": preset.model,
-            "epochs": run.config.train.epochs,
-            "seed": run.config.train.seed,
-            "train_s": train_s,
-            "metrics_s": time.perf_counter() - start,
-            "val_elbo": last.get("elbo"),
-            "val_kl": last.get("kl"),
-            **entry["scores"],
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        print(json.dumps({k: v for k, v in results[name].items() if "/" not in k or k in dict(COLUMNS).values()}))
-    print()
-    print("| preset | epochs | val ELBO | " + " | ".join(c for c, _ in COLUMNS) + " |")
-    print("|---|---:|---:|" + "---:|" * len(COLUMNS))
-    for name in args.rows:
-        r = results[name]
-        cells = [f"{100 * r[k]:.1f}%" if "accuracy" in k else f"{r[k]:.3f}" for _, k in COLUMNS]
-        print(f"| {name} | {r['epochs']} | {r['val_elbo']:.1f} | " + " | ".join(cells) + " |")
+    rows = gather(out)
+    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    report(rows)
 
 
 if __name__ == "__main__":

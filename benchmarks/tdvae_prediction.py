@@ -8,7 +8,7 @@ the delta = 1 model steps h times, and the third predictor repeats the last obse
 (``vaelab.sequence_eval``): MSE of the predictive mean over ``--samples`` imagined futures, and the NLL estimate
 -log (1/S) sum_s p_D(x|z_s); per-frame ELBO of both. The table gives each seed and the mean over seeds.
 
-Usage (oscillator, then moving MNIST at 36x36 with one digit; about 30 minutes on one CPU thread for two seeds):
+Usage (oscillator, then moving MNIST at 36x36 with one digit; about an hour on one CPU thread for four seeds):
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/tdvae_prediction.py
     .venv/bin/python benchmarks/tdvae_prediction.py --data oscillator --epochs 10 --seeds 0     # a quick look
 Runs go to OUT/PRESET-seedN (default runs/tdvae-prediction); a run already there is evaluated again, not retrained.
@@ -111,9 +111,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", nargs="+", default=list(DATA), choices=DATA)
     p.add_argument("--out", type=Path, default=Path("runs/tdvae-prediction"))
-    p.add_argument("--horizon", type=int, help="H (default 6: oscillator D = 6, moving MNIST D = 3)")
+    p.add_argument("--horizon", type=int, help="H (default 6: two of the presets' longest jumps, D = 3)")
     p.add_argument("--samples", type=int, default=32, help="imagined futures per test sequence")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds of both models (default 0 1)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2, 3], help="training seeds of both models (default 0 1 2 3)"
+    )
     p.add_argument("--epochs", type=int, help="override the presets' epochs (both models alike)")
     p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1: small networks run fastest so)"
