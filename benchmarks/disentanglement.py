@@ -91,11 +91,15 @@ def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
     return row
 
 
+def preset_order(row: dict) -> tuple[int, str]:
+    """ROWS first, in their order, then any other preset by name."""
+    return (ROWS.index(row["preset"]) if row["preset"] in ROWS else len(ROWS), row["preset"])
+
+
 def gather(out: Path) -> list[dict]:
-    """Every finished row under OUT (any process, any seed), by seed, then in the order of ROWS."""
+    """Every finished row under OUT (any process, any seed), by seed, then in preset order."""
     rows = [json.loads(p.read_text()) for p in out.glob(f"seed-*/*/{RESULT}")]
-    order = {name: i for i, name in enumerate(ROWS)}
-    return sorted(rows, key=lambda r: (r["seed"], order.get(r["preset"], len(order)), r["preset"]))
+    return sorted(rows, key=lambda r: (r["seed"], *preset_order(r)))
 
 
 def cell(key: str, value: float) -> str:
@@ -110,7 +114,7 @@ def report(rows: list[dict]) -> None:
         print(f"| {r['preset']} | {r['seed']} | {r['epochs']} | {r['val_elbo']:.1f} | {cells} |")
 
     by_preset: dict[str, list[dict]] = {}
-    for r in sorted(rows, key=lambda r: ROWS.index(r["preset"]) if r["preset"] in ROWS else len(ROWS)):
+    for r in sorted(rows, key=preset_order):  # stable: seeds stay in order
         by_preset.setdefault(r["preset"], []).append(r)
     print(f"\n| preset | seeds | {header} |\n|---|---:|" + "---:|" * len(COLUMNS))
     for name, group in by_preset.items():
