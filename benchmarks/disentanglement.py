@@ -18,6 +18,9 @@ metrics):
         --rows betavae-dsprites-small-b1 betavae-dsprites-small-b4
 Runs go to OUT/seed-S/PRESET, each row's scores to OUT/seed-S/PRESET/benchmark.json (kept: a run that has one is
 neither trained nor scored again unless --rescore), so processes on different rows or seeds may share one OUT.
+Training as long as needed: with --epochs N, a run in OUT that has trained fewer epochs (interrupted, or a
+shorter benchmark) is trained on to N and scored again; that gives the same weights as a run of N epochs
+(constant learning rate), so a copy of OUT can be taken further, e.g. 30 -> 60 -> 120 epochs.
 Every finished row under OUT is then gathered into OUT/results.json and printed: per seed, as mean ± standard
 deviation over the seeds, and, for β=1 against β=4, on how many seeds β=4 scores higher on each metric.
 """
@@ -60,16 +63,23 @@ RESULT = "benchmark.json"
 def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
     """Train (unless trained) and score one preset with one seed; the row is kept in RUN/benchmark.json."""
     run_dir = Path(args.out) / f"seed-{seed}" / name
-    if (run_dir / RESULT).exists() and not args.rescore:
-        return json.loads((run_dir / RESULT).read_text())
     preset = get_preset(name)
-    options = {**preset.options, "seed": seed}
-    if args.epochs:
-        options["epochs"] = args.epochs
+    epochs = args.epochs or preset.options["epochs"]
+    if (run_dir / RESULT).exists() and not args.rescore:
+        row = json.loads((run_dir / RESULT).read_text())
+        if row["epochs"] == epochs:
+            return row
     start = time.perf_counter()
-    if not (run_dir / "model.safetensors").exists():
+    if not (run_dir / "config.json").exists():
         print(f"training {name}, seed {seed} ...", flush=True)
-        train(make_run_config(preset.model, preset.data, options), run_dir)
+        train(make_run_config(preset.model, preset.data, {**preset.options, "seed": seed, "epochs": epochs}), run_dir)
+    else:
+        done = trained_epochs(run_dir)
+        if done > epochs:
+            raise SystemExit(f"{run_dir} has trained {done} epochs, more than --epochs {epochs}: use another --out")
+        if done < epochs:  # interrupted, or a shorter run to train on: the same weights as one run of `epochs`
+            print(f"training {name}, seed {seed} on from epoch {done} to {epochs} ...", flush=True)
+            train(None, run_dir, resume=True, epochs=epochs)
     train_s = time.perf_counter() - start
     run = load(run_dir)
     start = time.perf_counter()
@@ -89,6 +99,13 @@ def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
     }
     (run_dir / RESULT).write_text(json.dumps(row, indent=2))
     return row
+
+
+def trained_epochs(run_dir: Path) -> int:
+    """Epochs a run has finished: the last validation row's epoch in its metrics.jsonl (0 before the first)."""
+    metrics = run_dir / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    return max((r["epoch"] for r in rows if r.get("split") == "val"), default=0)
 
 
 def preset_order(row: dict) -> tuple[int, str]:
@@ -141,7 +158,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", nargs="+", default=list(ROWS), help="presets to train and score")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds; every row trains once per seed")
-    p.add_argument("--epochs", type=int, help="override the presets' epochs")
+    p.add_argument(
+        "--epochs", type=int, help="train every row this long (default: its preset's); a shorter run in OUT trains on"
+    )
     p.add_argument("--metric-seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="a tenth of the metric samples")
     p.add_argument("--rescore", action="store_true", help="score runs again that already have their scores")
