@@ -102,7 +102,9 @@ def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def trained_epochs(run_dir: Path) -> int:
-    """Epochs a run has finished: the last validation row's epoch in its metrics.jsonl (0 before the first)."""
+    """Epochs a run has finished: the last validation row's epoch in its metrics.jsonl (0 before the first).
+
+    Read here, not through vaelab.load, which needs the weights that an interrupted run may not have yet."""
     metrics = run_dir / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     return max((r["epoch"] for r in rows if r.get("split") == "val"), default=0)
