@@ -70,6 +70,13 @@ def test_noise_is_at_chance(scores):
     assert noisy["dci/disentanglement"] < 0.1 and noisy["dci/informativeness_test"] < 0.4
 
 
+def test_factorvae_score_is_capped_by_the_units_a_code_keeps():
+    """A vote names a unit, each unit one factor: a code that leaves one of K factors out scores at most (K - 1)/K."""
+    four = dis.factorvae_score(SOURCE, lambda x: x[:, :4], seed=0, **SIZES["factorvae"])
+    assert four["num_active_dims"] == 4
+    assert 0.7 < four["eval_accuracy"] <= 0.8 + 0.05  # the four kept factors are named; batches fixing "d" never are
+
+
 def test_deterministic_given_seed():
     a = dis.mig(SOURCE, rotated, seed=3, num_samples=500)
     assert a == dis.mig(SOURCE, rotated, seed=3, num_samples=500)
