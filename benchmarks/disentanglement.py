@@ -38,7 +38,7 @@ import torch
 from vaelab.api import make_run_config
 from vaelab.disentanglement import run_disentanglement
 from vaelab.presets import get_preset
-from vaelab.run import load
+from vaelab.run import load, read_metrics
 from vaelab.training.trainer import train
 
 ROWS = (
@@ -102,12 +102,8 @@ def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def trained_epochs(run_dir: Path) -> int:
-    """Epochs a run has finished: the last validation row's epoch in its metrics.jsonl (0 before the first).
-
-    Read here, not through vaelab.load, which needs the weights that an interrupted run may not have yet."""
-    metrics = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    return max((r["epoch"] for r in rows if r.get("split") == "val"), default=0)
+    """Epochs a run has finished: the last validation row's epoch in its metrics.jsonl (0 before the first)."""
+    return max((r["epoch"] for r in read_metrics(run_dir) if r.get("split") == "val"), default=0)
 
 
 def preset_order(row: dict) -> tuple[int, str]:

@@ -165,8 +165,13 @@ class Run:
         return report
 
     def metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+        return read_metrics(self.path)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """RUN/metrics.jsonl as a list of rows ([] before the first); needs no weights, so it reads interrupted runs."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
 def build_run_model(config: RunConfig) -> Model:
