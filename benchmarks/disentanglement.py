@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
-from vaelab.api import make_run_config
-from vaelab.disentanglement import run_disentanglement
+from vaelab.runs import make_run_config
+from vaelab.eval.disentanglement import run_disentanglement
 from vaelab.presets import get_preset
-from vaelab.run import load, read_metrics
+from vaelab.runs import load, read_metrics
 from vaelab.training.trainer import train
 
 ROWS = (

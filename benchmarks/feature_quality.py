@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from vaelab.api import make_run_config
-from vaelab.features import fit_probe, probe, probe_data
+from vaelab.runs import make_run_config
+from vaelab.eval.features import fit_probe, probe, probe_data
 from vaelab.presets import get_preset
-from vaelab.run import load, load_checkpoint, read_config
+from vaelab.runs import load, load_checkpoint, read_config
 from vaelab.training.trainer import train
 
 #: preset -> (published test error in %, the published setting it compares with)

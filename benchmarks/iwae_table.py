@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from vaelab.api import make_run_config
-from vaelab.evaluate import evaluate_model
+from vaelab.runs import make_run_config
+from vaelab.eval.evaluate import evaluate_model
 from vaelab.presets import get_preset
-from vaelab.run import load
+from vaelab.runs import load
 from vaelab.training.trainer import resolve_device, train
 
 PUBLISHED = {

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.api import make_run_config
+from vaelab.runs import make_run_config
 from vaelab.presets import get_preset
-from vaelab.run import load
-from vaelab.sequence_eval import REPEAT_LAST, evaluate_predictions
+from vaelab.runs import load
+from vaelab.eval.sequences import REPEAT_LAST, evaluate_predictions
 from vaelab.training.trainer import resolve_device, train
 
 DATA = ("oscillator", "moving-mnist")

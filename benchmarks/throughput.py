@@ -77,7 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab.api import make_run_config
+from vaelab.runs import make_run_config
 from vaelab.data import load_dataset
 from vaelab.probability.posteriors import MIN_SCALE
 from vaelab.training.trainer import Trainer, resolve_device

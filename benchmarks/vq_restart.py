@@ -22,7 +22,7 @@ import time
 import torch
 
 from vaelab.data import DataConfig, load_dataset
-from vaelab.evaluate import evaluate_model
+from vaelab.eval.evaluate import evaluate_model
 from vaelab.models import build_model
 from vaelab.priors import PriorConfig, PriorTrainConfig, fit_prior
 

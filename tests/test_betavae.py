@@ -13,8 +13,8 @@ from torch.distributions import Independent, Normal
 import vaelab
 from cli_helpers import fails_with, run_cli
 from vaelab.data import DATASETS
-from vaelab.errors import VaelabError
-from vaelab.models import MODELS, build_model
+from vaelab.core.errors import VaelabError
+from vaelab.models import MODELS, DataSpec, build_model
 from vaelab.models.beta_tcvae import kl_decomposition, mws_log_densities
 
 SMALL_NET = {"backbone": "mlp", "hidden": (32,), "latent_dim": 4}
@@ -34,7 +34,6 @@ def test_registered_names():
         ("beta-vae", {"beta": -1}, "beta must be > 0"),
         ("beta-tcvae", {"beta": 0}, "beta must be > 0"),
         ("beta-tcvae", {"alpha": -1}, "alpha and gamma must be >= 0"),
-        ("beta-tcvae", {"dataset_size": -5}, "dataset_size must be >= 0"),
         ("beta-tcvae", {"free_bits": 0.5}, "does not take free_bits"),
         ("annealed-vae", {"capacity_max": -1}, "capacity_max (C_max, nats) must be >= 0"),
         ("annealed-vae", {"gamma": 0}, "gamma must be > 0"),
@@ -69,7 +68,7 @@ def test_capacity_grows_linearly_and_the_loss_is_gamma_abs_kl_minus_c():
         assert float(loss.terms["capacity"]) == pytest.approx(c)
         by_hand = loss.terms["reconstruction"] + 50.0 * (loss.terms["kl"] - c).abs()
         assert torch.allclose(loss.total, by_hand)
-    assert model.steps_done == 301  # the C the next step would use is reported per epoch
+    assert model.capacity(301) == pytest.approx(3.01)  # the C the next step uses: the per-epoch record's, at step 301
 
 
 def _batch_posterior(m: int = 12, d: int = 3) -> Independent:
@@ -108,7 +107,7 @@ def test_decomposition_sums_to_the_monte_carlo_kl():
 
 def test_tcvae_with_unit_weights_is_the_elbo_estimate():
     x = torch.rand(32, 1, 8, 8).round()
-    model = build_model("beta-tcvae", (1, 8, 8), alpha=1.0, beta=1.0, gamma=1.0, dataset_size=5000, **SMALL_NET)
+    model = build_model("beta-tcvae", DataSpec((1, 8, 8), 5000), alpha=1.0, beta=1.0, gamma=1.0, **SMALL_NET)
     torch.manual_seed(4)
     loss = model.loss(x, step=0)
     assert set(loss.terms) == {"reconstruction", "kl", "elbo", "mi", "tc", "dimwise_kl"}
@@ -123,17 +122,18 @@ def test_tcvae_with_unit_weights_is_the_elbo_estimate():
 
 def test_tcvae_needs_the_dataset_size():
     x = torch.rand(8, 1, 8, 8).round()
-    with pytest.raises(VaelabError, match="needs dataset_size"):
-        build_model("beta-tcvae", (1, 8, 8), **SMALL_NET).loss(x, step=0)
+    with pytest.raises(VaelabError, match="needs N, the number of training points"):
+        build_model("beta-tcvae", (1, 8, 8), **SMALL_NET)
     with pytest.raises(VaelabError, match="at least the batch size"):
-        build_model("beta-tcvae", (1, 8, 8), dataset_size=4, **SMALL_NET).loss(x, step=0)
+        build_model("beta-tcvae", DataSpec((1, 8, 8), 4), **SMALL_NET).loss(x, step=0)
 
 
-def test_training_fills_the_dataset_size(tmp_path):
+def test_training_gives_the_model_the_dataset_size(tmp_path):
     run = vaelab.train("beta-tcvae", "digits", tmp_path / "tc", epochs=1, batch_size=100, **SMALL_NET)
-    assert run.config.model_config.dataset_size == len(run.dataset().train) > 0
+    assert run.model.data.size == run.config.data_spec.size == len(run.dataset().train) > 0
     record = json.loads((tmp_path / "tc" / "config.json").read_text())
-    assert record["model_config"]["dataset_size"] == run.config.model_config.dataset_size
+    assert record["data_spec"]["size"] == run.model.data.size
+    assert "dataset_size" not in record["model_config"]  # data, not a model option: the config is never changed
     val = [r for r in run.metrics() if r["split"] == "val"][-1]
     assert {"mi", "tc", "dimwise_kl"} <= set(val)
 

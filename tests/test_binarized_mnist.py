@@ -14,7 +14,7 @@ import torch
 from vaelab.data import DataConfig, load_dataset
 from vaelab.data import binarized_mnist as bm
 from vaelab.data.download import CACHE_ENV, md5
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 
 ROWS = {"train": 12, "valid": 5, "test": 10}
 

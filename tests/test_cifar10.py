@@ -12,7 +12,7 @@ from cli_helpers import fails_with
 from vaelab.data import DataConfig, load_dataset
 from vaelab.data import cifar10 as c10
 from vaelab.data.download import md5
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 
 
 def _write_batches(folder, n: int = 6) -> dict[str, np.ndarray]:

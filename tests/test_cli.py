@@ -97,7 +97,7 @@ def test_not_a_run_folder(capsys, tmp_path):
 def test_truncated_weights(capsys, vae_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(vae_run.path, run)
-    weights = run / "model.safetensors"
+    weights = run / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
     fails_with(capsys, "is truncated or corrupt", "eval", str(run))
     weights.unlink()
@@ -173,7 +173,7 @@ def test_sample_of_a_non_generative_model(capsys, tmp_path):
 
 
 def test_presets_are_valid_and_flags_override_them(capsys, tmp_path):
-    from vaelab.api import make_run_config
+    from vaelab.runs import make_run_config
     from vaelab.presets import presets
 
     for preset in presets().values():

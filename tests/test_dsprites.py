@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vaelab.data.dsprites import DSprites, DSpritesArchive, arrays
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-from vaelab.errors import VaelabError
-from vaelab.gradient_variance import gradient_stats, mean_squared_z
+from vaelab.core.errors import VaelabError
+from vaelab.eval.gradient_variance import gradient_stats, mean_squared_z
 from vaelab.models import build_model
 from vaelab.probability import ESTIMATORS
 from vaelab.probability.estimators import leave_one_out_mean, score_function

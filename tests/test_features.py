@@ -13,8 +13,8 @@ import torch
 import vaelab
 from cli_helpers import fails_with, run_cli
 from vaelab.data import Dataset
-from vaelab.errors import VaelabError
-from vaelab.features import C_GRID, fit_probe, linear_probe, probe_data, select_C, sparsity_statistics, treves_rolls
+from vaelab.core.errors import VaelabError
+from vaelab.eval.features import C_GRID, fit_probe, linear_probe, probe_data, select_C, sparsity_statistics, treves_rolls
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_each_model_trains_and_reports_its_numbers(tmp_path):
 
 
 def test_probe_of_a_vae_uses_the_posterior_mean(capsys, vae_run, tmp_path):
-    from vaelab.features import probe
+    from vaelab.eval.features import probe
 
     result = probe(vae_run, max_train=500, baseline=False)
     assert result["code_dim"] == 4 and result["num_train"] == 500 + 150 and "pixel_error" not in result

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.models.vae import VAEConfig
 from vaelab.probability import importance_weighted_bound, standard_normal

@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.probability import Chain, importance_log_weights, importance_weighted_bound, log_mean_exp
-from vaelab.training.config import TrainConfig
+from vaelab.runs.config import TrainConfig
 from vaelab.training.trainer import Trainer
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.probability import LIKELIHOODS
 from vaelab.probability.likelihoods import (

@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from vaelab.config import make_config
-from vaelab.errors import VaelabError
+from vaelab.core.config import make_config
+from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
-from vaelab.models.base import ModelConfig
+from vaelab.models.base import LatentConfig
 from vaelab.models.vae import VAEConfig
-from vaelab.nets import BackboneConfig, resolve_backbone
+from vaelab.nn import BackboneConfig, resolve_backbone
 from vaelab.probability.likelihoods import BernoulliLikelihood, GaussianLikelihood
 
 SHAPES = [(1, 28, 28), (1, 32, 32), (1, 64, 64), (1, 7, 9), (3, 32, 32)]
@@ -242,8 +242,8 @@ def test_config_parsing_from_strings():
     assert cfg.hidden == (200, 200) and cfg.channels == (16, 32)
     assert cfg.latent_dim == 8 and isinstance(cfg.latent_dim, int)
     assert cfg.beta == 0.5 and cfg.mc_samples == 3
-    assert make_config(ModelConfig, {"hidden": "64"}).hidden == (64,)
-    assert make_config(ModelConfig, {"hidden": [32, 16], "latent_dim": 2.0}).hidden == (32, 16)
+    assert make_config(LatentConfig, {"hidden": "64"}).hidden == (64,)
+    assert make_config(LatentConfig, {"hidden": [32, 16], "latent_dim": 2.0}).hidden == (32, 16)
     model = build_model("vae", (1, 8, 8), hidden="200,200", latent_dim="2")
     widths = [m.out_features for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
     assert widths == [200, 200, 4]  # two hidden layers, then mu and the raw scale of a 2-d latent

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.probability import importance_weighted_bound, standard_normal
 from vaelab.probability.likelihoods import BernoulliLikelihood, GaussianLikelihood

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from vaelab.errors import VaelabError
-from vaelab.quantizer import QuantizerOutput, VectorQuantizer, perplexity, squared_distances
+from vaelab.core.errors import VaelabError
+from vaelab.nn.quantizer import QuantizerOutput, VectorQuantizer, perplexity, squared_distances
 
 
 def blobs(n: int, centers: torch.Tensor, spread: float, seed: int) -> torch.Tensor:

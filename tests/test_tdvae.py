@@ -26,13 +26,12 @@ from vaelab.data.sequences import (
     moving_digits,
     oscillator,
     render,
-    stack_sequences,
 )
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
-from vaelab.models.tdvae import TDVAE, TDVAEConfig, plan_jumps
+from vaelab.models.tdvae import TDVAE, TDVAEConfig, plan_jumps, stack_sequences
 from vaelab.probability.posteriors import MIN_SCALE
-from vaelab.sequence_eval import evaluate_predictions, model_predictions, repeat_last_frame
+from vaelab.eval.sequences import evaluate_predictions, model_predictions, repeat_last_frame
 
 LOG_2PI = math.log(2 * math.pi)
 

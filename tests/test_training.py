@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 import vaelab
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models import MODELS
 from vaelab.models.ae import AutoEncoder
 from vaelab.models.base import Loss
@@ -26,7 +26,7 @@ VAELAB = [sys.executable, "-m", "vaelab.cli"]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / "checkpoint.pt").replace("checkpoint.pt", "model.safetensors"))
+    return load_file(str(run_dir / "model" / "model.safetensors"))
 
 
 def checkpoint_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -35,12 +35,13 @@ def checkpoint_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_run_folder_has_everything(vae_run):
     files = {p.name for p in vae_run.path.iterdir()}
-    assert {"config.json", "model.safetensors", "checkpoint.pt", "metrics.jsonl", "tb", "figures"} <= files
+    assert {"config.json", "model", "checkpoint.pt", "metrics.jsonl", "tb", "figures"} <= files
+    assert {p.name for p in (vae_run.path / "model").iterdir()} == {"config.json", "model.safetensors"}
     assert {"reconstructions.png", "samples.png", "learning_curve.png"} <= {
         p.name for p in (vae_run.path / "figures").iterdir()
     }
     config = json.loads((vae_run.path / "config.json").read_text())
-    assert config["model"] == "vae" and config["data_shape"] == [1, 8, 8]
+    assert config["model"] == "vae" and config["data_spec"] == {"shape": [1, 8, 8], "size": 1350}
     records = vae_run.metrics()
     train = [r for r in records if r["split"] == "train"]
     val = [r for r in records if r["split"] == "val"]

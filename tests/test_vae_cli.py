@@ -11,11 +11,11 @@ import torch
 import vaelab
 from cli_helpers import run_cli
 from vaelab.data import DataConfig, load_dataset
-from vaelab.errors import VaelabError
-from vaelab.evaluate import evaluate_model
-from vaelab.latent_figures import interpolation, latent_scatter, manifold
+from vaelab.core.errors import VaelabError
+from vaelab.eval.evaluate import evaluate_model
+from vaelab.viz.latents import interpolation, latent_scatter, manifold
 from vaelab.models import build_model
-from vaelab.run import load, save_weights
+from vaelab.runs import load, save_weights
 
 
 def test_vae_runs_draw_their_latent_space(vae_run):

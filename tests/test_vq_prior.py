@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 import vaelab
 from cli_helpers import fails_with, run_cli
-from vaelab.priors import CodePrior, GatedPixelCNN, PriorConfig
+from vaelab.models.code_prior import CodePrior, CodePriorConfig
+from vaelab.nn import GatedPixelCNN
 
 
 @pytest.mark.parametrize("kernel", [3, 5])
@@ -46,13 +47,15 @@ def test_conditional_prior_sees_the_whole_condition():
 
 def test_prior_nll_is_the_cross_entropy_by_hand():
     torch.manual_seed(2)
-    prior = CodePrior(6, 2, PriorConfig(channels=8, layers=2, kernel=3)).eval()
+    config = CodePriorConfig(codebook_size=6, grids=(2, 2, 4, 4), channels=8, layers=2, kernel=3)
+    prior = CodePrior(config, (20,)).eval()
     top, bottom = torch.randint(6, (3, 2, 2)), torch.randint(6, (3, 4, 4))
     logp_top = F.log_softmax(prior.levels[0](top), 1).gather(1, top[:, None])[:, 0]
     logp_bottom = F.log_softmax(prior.levels[1](bottom, top), 1).gather(1, bottom[:, None])[:, 0]
     expected = -(logp_top.sum((1, 2)) + logp_bottom.sum((1, 2)))
     torch.testing.assert_close(prior.nll([top, bottom]), expected)
-    samples = prior.sample(4, [(2, 2), (4, 4)])
+    torch.testing.assert_close(prior.loss(prior.join([top, bottom])).total, expected.mean())
+    samples = prior.sample_codes(4)
     assert [s.shape for s in samples] == [(4, 2, 2), (4, 4, 4)]
     assert all(s.min() >= 0 and s.max() < 6 for s in samples)
 
@@ -86,14 +89,17 @@ def test_train_prior_sample_and_eval_through_the_cli(capsys, tmp_path, model, ex
     key = "codebook_usage" if model == "vqvae" else "codebook_usage_bottom"
     assert len(usage) == 2 and all(0 < r[key] <= 1 for r in usage)
 
-    fails_with(capsys, f"no prior: run vaelab train-prior {run} first", "sample", str(run))
+    fails_with(capsys, "no code prior has been fitted to this model's codes: run vaelab train-prior", "sample", str(run))
     code, out, err = run_cli(
         capsys, "train-prior", str(run), "--epochs", "2", "--set", "channels=8", "--set", "layers=2", "--device", "cpu"
     )
     assert code == 0, err
     assert "prior NLL of the test codes" in out
     saved = json.loads((run / "prior" / "config.json").read_text())
-    assert saved["prior"] == {"channels": 8, "layers": 2, "kernel": 5} and saved["train"]["epochs"] == 2
+    prior = {k: saved["model_config"][k] for k in ("channels", "layers", "kernel")}
+    assert saved["model"] == "code-prior" and prior == {"channels": 8, "layers": 2, "kernel": 5}
+    assert saved["train"]["epochs"] == 2 and saved["data"]["name"] == "vq-codes"
+    prior_eval = json.loads((run / "prior" / "eval.json").read_text())
     assert (run / "figures" / "prior_samples.png").stat().st_size > 0
 
     loaded = vaelab.load(run)
@@ -105,7 +111,7 @@ def test_train_prior_sample_and_eval_through_the_cli(capsys, tmp_path, model, ex
     result = json.loads((run / "eval.json").read_text())
     for k in ("reconstruction", "mse", "bits_per_dim", "bits_per_dim_uniform_prior", "prior_nll"):
         assert k in result, k
-    assert abs(result["prior_nll"] - saved["result"]["test_nll"]) < 1e-3 * max(1.0, saved["result"]["test_nll"])
+    assert abs(result["prior_nll"] - prior_eval["nll"]) < 1e-3 * max(1.0, prior_eval["nll"])
     assert 0 < result["bits_per_dim"]
 
 
@@ -113,12 +119,12 @@ def test_train_prior_on_a_non_vq_run_and_a_broken_prior(capsys, tmp_path, vae_ru
     fails_with(capsys, "it needs a VQ model (vqvae, vqvae2), but", "train-prior", str(vae_run.path))
     run = tmp_path / "vq"
     _train(capsys, run, "vqvae")
-    fails_with(capsys, "lr must be > 0", "train-prior", str(run), "--lr", "0")
-    fails_with(capsys, "grids of discrete codes, not a continuous latent space", "latents", str(run))
+    fails_with(capsys, "lr must be a finite number > 0", "train-prior", str(run), "--lr", "0")
+    fails_with(capsys, "has no continuous latent space with a prior to draw", "latents", str(run))
     fails_with(capsys, "kernel must be odd", "train-prior", str(run), "--set", "kernel=4")
     (run / "prior").mkdir()
     (run / "prior" / "config.json").write_text('{"format": "vaelab-prior", "prior": {}}')
-    fails_with(capsys, "is corrupt or does not fit the model", "sample", str(run))
+    fails_with(capsys, "cannot be used", "sample", str(run))
     code, _, err = run_cli(capsys, "train-prior", str(run), "--epochs", "1", "--set", "channels=4", "--set", "layers=1")
     assert code == 0, err  # the broken prior is replaced
     assert vaelab.load(run).model.code_prior is not None

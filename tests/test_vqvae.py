@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from vaelab.data import DataConfig, load_dataset
-from vaelab.errors import VaelabError
-from vaelab.evaluate import evaluate_model
+from vaelab.core.errors import VaelabError
+from vaelab.eval.codes import codebook_usage_epoch, discrete_bounds
+from vaelab.eval.evaluate import evaluate_model
 from vaelab.models import build_model
 from vaelab.models.vqvae import VQVAE, VQVAEConfig, discrete_nll
 from vaelab.probability import LIKELIHOODS
@@ -92,7 +93,7 @@ def test_bits_per_dim_with_a_uniform_prior_by_hand():
     torch.manual_seed(3)
     model = build_model("vqvae", (1, 8, 8), downsample=2, **TINY).eval()
     x = torch.rand(4, 1, 8, 8).bernoulli()
-    m = model.metrics(x)
+    m = discrete_bounds(model, x)
     rec = -model.decode_codes(model.codes(x)).log_prob(x)
     expected = (rec.mean() + 4 * math.log(16)) / (64 * math.log(2))  # 2x2 codes of K = 16
     torch.testing.assert_close(m["bits_per_dim_uniform_prior"], expected)
@@ -113,7 +114,7 @@ def test_epoch_metrics_report_usage_then_reset():
     torch.manual_seed(4)
     model = build_model("vqvae", (1, 8, 8), downsample=1, **TINY).train()
     model.loss(torch.rand(16, 1, 8, 8).bernoulli())
-    m = model.epoch_metrics(None)
+    m = codebook_usage_epoch(model, None, 0)
     assert 0 < m["codebook_usage"] <= 1 and 1 <= m["codebook_perplexity"] <= 16
     assert len(m["codebook_histogram"]) == 16 and sum(m["codebook_histogram"]) == 16 * 16
     assert model.quantizer.usage.sum() == 0
@@ -134,10 +135,12 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(VaelabError, match="codebook_size must be >= 2"):
         build_model("vqvae", (1, 28, 28), codebook_size=1)
     with pytest.raises(VaelabError, match=r"a 28x28 image cannot be halved 3 times .* use at most 2 steps"):
-        build_model("vqvae", (1, 28, 28), downsample=3)
+        build_model("vqvae", (1, 28, 28), downsample=3, pad=False)
     with pytest.raises(VaelabError, match=r"cannot be halved 3 times \(downsample \+ top_downsample = 2 \+ 1"):
-        build_model("vqvae2", (1, 28, 28), downsample=2)
-    with pytest.raises(VaelabError, match="no latent_dim"):
+        build_model("vqvae2", (1, 28, 28), downsample=2, pad=False)
+    with pytest.raises(VaelabError, match=r"8x8 image cannot be halved 4 times .* would make it mostly padding"):
+        build_model("vqvae", (1, 8, 8), downsample=4)
+    with pytest.raises(VaelabError, match="unknown config key 'latent_dim'"):
         build_model("vqvae", (1, 28, 28), latent_dim=5)
     wrong = nn.Conv2d(1, 4, 4, stride=4)  # 4 channels on the 7x7 grid, code_dim 8
     with pytest.raises(VaelabError, match=r"outputs .* per image, but code_dim is 8.*set code_dim=4"):
@@ -147,5 +150,18 @@ def test_bad_input_is_a_clear_error():
     model = build_model("vqvae", (1, 8, 8), **TINY)
     with pytest.raises(VaelabError, match=r"channel dimension .* is 3, but the codebook's code_dim is 8"):
         model.quantizer(torch.randn(2, 3, 2, 2))
-    with pytest.raises(VaelabError, match="no prior: run vaelab train-prior"):
+    with pytest.raises(VaelabError, match="no code prior has been fitted to this model's codes"):
         model.sample(4)
+
+
+@pytest.mark.parametrize("model", ["vqvae", "vqvae2"])
+def test_images_the_strides_do_not_divide_are_padded_and_cropped(model):
+    """28x28 under 3 stride-2 steps: zero-padded to 32x32 (and said so), the likelihood over the 28x28 pixels."""
+    torch.manual_seed(6)
+    vq = build_model(model, (1, 28, 28), downsample=3 if model == "vqvae" else 2, **TINY)
+    assert vq.padded == (32, 32) and "zero-padded to 32x32" in vq.notes[0]
+    x = torch.rand(3, 1, 28, 28).bernoulli()
+    assert vq.reconstruct(x).shape == x.shape
+    assert vq.decode_codes(vq.codes(x)).batch_shape == (3,) and vq.code_shapes()[0] == (4, 4)
+    assert torch.isfinite(vq.loss(x).total)
+    assert build_model(model, (1, 32, 32), **TINY).notes == []

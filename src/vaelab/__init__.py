@@ -1,19 +1,25 @@
-"""vaelab: the autoencoder family, from the plain autoencoder to the VAE, in PyTorch."""
+"""vaelab: the autoencoder family, from the plain autoencoder to the VAE, in PyTorch.
 
-from vaelab.api import make_run_config, resume, train
+The layers, each importing only those below it: ``core`` <- ``probability``, ``nn`` <- ``models`` <- ``data`` <-
+``runs`` <- ``training`` <- ``eval`` <- ``viz`` <- ``presets`` <- ``api`` <- ``cli``.
+"""
+
+from vaelab.api import resume, train, train_prior
+from vaelab.core.errors import VaelabError
 from vaelab.data import DATASETS, DataConfig, load_dataset
-from vaelab.errors import VaelabError
-from vaelab.evaluate import evaluate, evaluate_model
-from vaelab.features import probe
-from vaelab.models import MODELS, Loss, Model, build_model
-from vaelab.run import Run, RunConfig, load
+from vaelab.eval import evaluate, evaluate_model, probe
+from vaelab.models import MODELS, DataSpec, Loss, Model, build_model
+from vaelab.probability import PRIORS
+from vaelab.runs import Run, RunConfig, from_pretrained, load, make_run_config
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DATASETS",
     "MODELS",
+    "PRIORS",
     "DataConfig",
+    "DataSpec",
     "Loss",
     "Model",
     "Run",
@@ -22,10 +28,12 @@ __all__ = [
     "build_model",
     "evaluate",
     "evaluate_model",
+    "from_pretrained",
     "load",
     "load_dataset",
     "make_run_config",
     "probe",
     "resume",
     "train",
+    "train_prior",
 ]

@@ -10,15 +10,25 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vaelab.config import parse_assignments
+from vaelab.api import default_run_dir, finish, train_prior
+from vaelab.core.config import parse_assignments
+from vaelab.core.errors import VaelabError
 from vaelab.data import DATASETS
-from vaelab.errors import VaelabError
+from vaelab.eval import evaluate, probe
+from vaelab.eval.disentanglement import run_disentanglement
+from vaelab.eval.gradient_variance import gradient_stats, mean_squared_z
+from vaelab.eval.sequences import REPEAT_LAST, predict
 from vaelab.models import MODELS
 from vaelab.presets import get_preset, presets
+from vaelab.runs import load, make_run_config
+from vaelab.training.trainer import resolve_device, train
+from vaelab.viz import LATENT_FIGURES, TRAVERSAL_FIGURES, save_images
+from vaelab.viz.sequences import rollout_figures
 
 console = Console()
 
@@ -37,9 +47,6 @@ SHORTHANDS = {
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from vaelab.api import default_run_dir, make_run_config
-    from vaelab.training.trainer import train
-
     given = {key: getattr(args, key) for key in SHORTHANDS if getattr(args, key) is not None}
     if args.resume:
         if args.model or set(given) - {"epochs"} or args.set or args.data or args.out or args.preset:
@@ -49,6 +56,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             )
         console.print(f"resuming {args.resume}")
         run_dir = train(None, args.resume, resume=True, epochs=args.epochs)
+        finish(run_dir)
     else:
         model, data, options = args.model, args.data, {}
         if args.preset:
@@ -63,15 +71,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = make_run_config(model, data or "digits", options)
         run_dir = Path(args.out) if args.out else default_run_dir(model, config.data.name)
         console.print(f"training {model} on {config.data.name} into {run_dir}")
-        train(config, run_dir)
+        finish(train(config, run_dir))
     console.print(f"done: {run_dir}   next: vaelab eval {run_dir}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from vaelab.evaluate import evaluate
-    from vaelab.run import load
-    from vaelab.training.trainer import resolve_device
-
     device = resolve_device(args.device)
     run = load(args.run, device)
     result = evaluate(run, args.split, args.iw_samples, device, args.data_dir)
@@ -108,10 +112,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from vaelab.run import load
-    from vaelab.sequence_eval import REPEAT_LAST, predict
-    from vaelab.training.trainer import resolve_device
-
     device = resolve_device(args.device)
     run = load(args.run, device)
     baselines = {Path(b).name: load(b, device) for b in args.baseline}
@@ -132,16 +132,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
         r = result["results"][name]
         nll = " ".join(f"{v:.2f}" for v in r["nll"])
         console.print(f"{labels.get(name, name)}: ELBO per frame {r['elbo_per_frame']:.3f} nats; NLL by horizon: {nll}")
-    for path in result["figures"]:
+    x = run.dataset(device, args.data_dir).split(args.split)[:4]
+    for path in rollout_figures(run.path / "figures", run.model, x, result["context"], len(result["horizons"])):
         console.print(f"written: {path}")
     console.print(f"written: {run.path / 'prediction.json'}")
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
-    from vaelab.features import probe
-    from vaelab.run import load
-    from vaelab.training.trainer import resolve_device
-
     device = resolve_device(args.device)
     run = load(args.run, device)
     result = probe(run, args.max_train, args.C, args.max_iter, not args.no_baseline, device, args.data_dir)
@@ -167,11 +164,6 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_grad_variance(args: argparse.Namespace) -> None:
-    import torch
-
-    from vaelab.gradient_variance import gradient_stats, mean_squared_z
-    from vaelab.run import load
-
     run = load(args.run)
     if args.batch_size < 1 or args.mc_samples < 1:
         raise VaelabError(f"--batch-size and --mc-samples must be >= 1, got {args.batch_size} and {args.mc_samples}")
@@ -208,10 +200,6 @@ def cmd_grad_variance(args: argparse.Namespace) -> None:
 
 
 def cmd_disentanglement(args: argparse.Namespace) -> None:
-    from vaelab.disentanglement import run_disentanglement
-    from vaelab.run import load
-    from vaelab.training.trainer import resolve_device
-
     device = resolve_device(args.device)
     run = load(args.run, device)
     metrics = [m for item in args.metrics for m in item.split(",") if m] or None
@@ -228,65 +216,56 @@ def cmd_disentanglement(args: argparse.Namespace) -> None:
 
 
 def cmd_traverse(args: argparse.Namespace) -> None:
-    from vaelab.run import load
-    from vaelab.traversals import disentanglement_figures
-
     run = load(args.run)
+    draw = TRAVERSAL_FIGURES.lookup(run.model)
+    if draw is None:
+        raise VaelabError(f"{run.config.model} has no continuous latent space to traverse (traversals are for VAEs)")
     out = Path(args.out) if args.out else run.path / "figures"
     data = run.dataset(data_dir=args.data_dir)
-    for path in disentanglement_figures(out, run.model, data, run.path / "metrics.jsonl", args.index):
+    for path in draw(out, run.model, data, run.path / "metrics.jsonl", args.index):
         console.print(f"written: {path}")
 
 
 def cmd_latents(args: argparse.Namespace) -> None:
-    from vaelab.latent_figures import latent_figures
-    from vaelab.run import load
-
     run = load(args.run)
-    if not run.model.generative:
-        raise VaelabError(f"{run.config.model} is not a generative model: it has no latent space to draw")
-    if hasattr(run.model, "code_shapes"):  # a VQ model
+    draw = LATENT_FIGURES.lookup(run.model)
+    if draw is None:
         raise VaelabError(
-            f"{run.config.model} has grids of discrete codes, not a continuous latent space to traverse: see "
-            f"{run.path / 'figures'} (reconstructions per level, codebook usage) and vaelab sample {run.path}"
+            f"{run.config.model} has no continuous latent space with a prior to draw (latent figures are for VAEs); "
+            f"see {run.path / 'figures'}"
         )
     out = Path(args.out) if args.out else run.path / "figures"
-    for path in latent_figures(out, run.model, run.dataset(data_dir=args.data_dir)):
+    for path in draw(out, run.model, run.dataset(data_dir=args.data_dir)):
         console.print(f"written: {path}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    import torch
-
-    from vaelab.figures import save_images
-    from vaelab.run import load
-
     if args.n < 1:
         raise VaelabError(f"-n must be >= 1, got {args.n}")
     run = load(args.run)
     torch.manual_seed(args.seed)
     images = run.model.sample(args.n)
     out = Path(args.out) if args.out else run.path / "figures" / "samples.png"
-    save_images(out, images.reshape(args.n, *run.config.data_shape), f"{args.n} samples from the prior")
+    save_images(out, images.reshape(args.n, *run.model.data_shape), f"{args.n} samples from the prior")
     console.print(f"written: {out}")
 
 
 def cmd_train_prior(args: argparse.Namespace) -> None:
-    from vaelab.config import make_config
-    from vaelab.priors import PriorConfig, PriorTrainConfig, load_without_prior, train_prior
-    from vaelab.training.trainer import resolve_device
-
-    device = resolve_device(args.device)
-    run = load_without_prior(args.run, device)  # a broken prior is replaced, not read
-    train = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed") if getattr(args, k) is not None}
-    prior = make_config(PriorConfig, parse_assignments(args.set), "prior")
-    schedule = make_config(PriorTrainConfig, train)
-    result = train_prior(run, prior, schedule, device, args.data_dir, console.print)
+    options: dict = {
+        k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed") if getattr(args, k) is not None
+    }
+    options.update(parse_assignments(args.set))
+    if args.device != "auto":
+        options["device"] = args.device
+    if args.data_dir:
+        options["data_dir"] = args.data_dir
+    console.print(f"training the code prior of {args.run}")
+    run = train_prior(args.run, **options)
+    result = evaluate(run.prior, "test")
     console.print(
-        f"prior NLL of the test codes: {result['test_nll']:.2f} nats per image "
-        f"(uniform prior: {result['uniform_nll']:.2f}); best epoch {result['best_epoch']}"
+        f"prior NLL of the test codes: {result['nll']:.2f} nats per image (uniform prior: {result['nll_uniform']:.2f})"
     )
-    console.print(f"written: {run.path / 'prior'}, {result['figure']}")
+    console.print(f"written: {run.prior.path}, {run.path / 'figures' / 'prior_samples.png'}")
     console.print(f"next: vaelab sample {run.path}; vaelab eval {run.path}")
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.registry import Registry
+from vaelab.core.registry import Registry
 
 DATA_ENV = "VAELAB_DATA"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import DATA_ENV, DATASETS, ImageArrays
 from vaelab.data.download import cache_dir, fetch
-from vaelab.errors import VaelabError
 
 NAME = "binarized-mnist"
 NPZ = "binarized_mnist.npz"
@@ -47,7 +47,12 @@ def mat_file(split: str) -> str:
     return f"binarized_mnist_{split}.mat"
 
 
-@DATASETS.register(NAME, "statically binarized MNIST (Larochelle & Murray), 50k train / 10k valid / 10k test")
+@DATASETS.register(
+    NAME,
+    "statically binarized MNIST (Larochelle & Murray), 50k train / 10k valid / 10k test",
+    kind="images",
+    shape=(1, 28, 28),
+)
 def load_binarized_mnist(data_dir: Path | None) -> ImageArrays:
     folder = _find_folder(Path(data_dir)) if data_dir is not None else _download_missing()
     splits = _read(folder)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import DATA_ENV, DATASETS, ImageArrays
 from vaelab.data.download import cache_dir, fetch, md5
-from vaelab.errors import VaelabError
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -54,7 +54,12 @@ class _BatchUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-@DATASETS.register("cifar10", "CIFAR-10 colour images, 32x32x3, 50k train / 10k test (python batches)")
+@DATASETS.register(
+    "cifar10",
+    "CIFAR-10 colour images, 32x32x3, 50k train / 10k test (python batches)",
+    kind="images",
+    shape=(3, 32, 32),
+)
 def load_cifar10(data_dir: Path | None) -> ImageArrays:
     folder = find_folder(Path(data_dir)) if data_dir is not None else _download()
     train = [read_batch(folder / f) for f in TRAIN_FILES]

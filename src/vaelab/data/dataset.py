@@ -8,15 +8,17 @@ so evaluation numbers are comparable across runs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import DATASETS, ImageArrays, resolve_data_dir
-from vaelab.errors import VaelabError
 
 BINARIZE = ("auto", "none", "dynamic", "fixed")
 EVAL_BINARIZATION_SEED = 1234
@@ -25,10 +27,12 @@ SPLITS = ("train", "val", "test")
 SOURCE_OPTIONS = ("frames", "frame_size", "digits", "sequences")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     name: str = "digits"
     data_dir: str | None = None  # folder with the files; else $VAELAB_DATA, else the download cache
+    path: str | None = None  # a file or folder a source reads (vq-codes: the VQ run); relative: to the run folder
+    fingerprint: str | None = None  # identifies the exact source data (vq-codes: the VQ weights' id)
     val_fraction: float = 0.1  # carved from the training set by the run's seed
     binarize: str = "auto"  # auto: dynamic for a Bernoulli likelihood on grey-level data, else none
     frames: int = 0  # sequence data sets: frames per sequence (0: the data set's default)
@@ -37,12 +41,12 @@ class DataConfig:
     sequences: int = 0  # sequence data sets: training sequences (the test split gets a quarter as many)
 
     def __post_init__(self) -> None:
-        accepted = getattr(DATASETS.get(self.name), "options", ())  # generated data sets declare their options
+        accepted = DATASETS.entry(self.name).meta.get("options", ())  # generated data sets declare their options
         for key in SOURCE_OPTIONS:
             if getattr(self, key) < 0:
                 raise VaelabError(f"{key} must be >= 0 (0 keeps the data set's default), got {getattr(self, key)}")
             if getattr(self, key) and key not in accepted:
-                takers = [e.name for e in DATASETS if key in getattr(e.obj, "options", ())]
+                takers = [e.name for e in DATASETS if key in e.meta.get("options", ())]
                 raise VaelabError(f"data set {self.name!r} has no option {key}; it applies to: {', '.join(takers)}")
         if self.binarize not in BINARIZE:
             raise VaelabError(f"unknown binarize {self.binarize!r}; choose from: {', '.join(BINARIZE)}")
@@ -61,6 +65,7 @@ class Dataset:
     val_labels: Tensor | None
     test_labels: Tensor | None
     dynamic: bool  # resample binary training data every time it is drawn
+    kind: str = "images"  # images, vectors, sequences or codes (the models' DATA_KINDS)
 
     def split(self, name: str) -> Tensor:
         if name not in SPLITS:
@@ -105,11 +110,23 @@ def _binarize(x: np.ndarray, seed: int) -> np.ndarray:
 
 
 def load_dataset(
-    config: DataConfig, seed: int, device: torch.device | str = "cpu", binary_model: bool = False
+    config: DataConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+    binary_model: bool = False,
+    root: str | os.PathLike | None = None,
 ) -> Dataset:
-    """Read the data set, carve the validation split, binarize as configured, move to ``device``."""
+    """Read the data set, carve the validation split, binarize as configured, move to ``device``.
+
+    ``root`` is the folder a relative ``config.path`` is relative to (the run folder)."""
     options = {key: getattr(config, key) for key in SOURCE_OPTIONS if getattr(config, key)}
-    arrays: ImageArrays = DATASETS.get(config.name)(resolve_data_dir(config.data_dir), **options)
+    entry = DATASETS.entry(config.name)
+    if entry.meta.get("takes_path"):
+        path = None if config.path is None else Path(config.path).expanduser()
+        if path is not None and not path.is_absolute() and root is not None:
+            path = Path(root) / path
+        options.update(path=path, fingerprint=config.fingerprint)
+    arrays: ImageArrays = entry.obj(resolve_data_dir(config.data_dir), **options)
     mode = config.binarize
     if mode == "auto":  # grey levels in [0, 1] only: other data (e.g. signals) is left for the likelihood to refuse
         grey = arrays.train.min() >= 0 and arrays.train.max() <= 1
@@ -137,6 +154,7 @@ def load_dataset(
 
     return Dataset(
         name=config.name,
+        kind=entry.meta.get("kind", "images"),
         shape=tuple(train.shape[1:]),
         train=tensor(train),
         val=tensor(val),

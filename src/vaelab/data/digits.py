@@ -12,7 +12,9 @@ TEST_SIZE = 297
 _SPLIT_SEED = 0  # fixed, so the test set is the same whatever seed a run uses
 
 
-@DATASETS.register("digits", "scikit-learn's bundled 8x8 handwritten digits, 1797 images; no download")
+@DATASETS.register(
+    "digits", "scikit-learn's bundled 8x8 handwritten digits, 1797 images; no download", kind="images", shape=(1, 8, 8)
+)
 def load_digits(data_dir: Path | None) -> ImageArrays:
     """1500 train / 297 test images in [0, 1], shape (N, 1, 8, 8); data_dir is ignored."""
     from sklearn.datasets import load_digits as sklearn_digits  # imported here: sklearn is slow to import

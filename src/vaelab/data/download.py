@@ -10,8 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import DATA_ENV
-from vaelab.errors import VaelabError
 
 CACHE_ENV = "VAELAB_CACHE"
 _CHUNK = 1 << 20

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import DATASETS, ImageArrays
 from vaelab.data.factors import FACTOR_SOURCES, CachedGrid, FactorDataset
-from vaelab.errors import VaelabError
 
 SHAPES = ("square", "ellipse", "heart")
 FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
@@ -220,6 +220,8 @@ FACTOR_SOURCES["dsprites-small"] = small_source
     "dsprites",
     "dSprites 64x64 binary sprites, 5 factors (Matthey 2017): 100,000 images drawn from the full grid "
     f"of 737,280, procedural (or the original {ARCHIVE_NAME} when found)",
+    kind="images",
+    shape=(1, 64, 64),
 )
 def load_dsprites(data_dir: Path | None, limit: int | None = 100_000) -> ImageArrays:
     """Loader for the ``dsprites`` registry entry: a fixed random ``limit`` images of the full grid (None: all)."""
@@ -230,6 +232,8 @@ def load_dsprites(data_dir: Path | None, limit: int | None = 100_000) -> ImageAr
     "dsprites-small",
     "dSprites 48x48, the original's sprites on 3 shapes x 3 scales x 10 orientations x 16 x 16 positions "
     "(23,040 images, all of them), procedural: the fast variant",
+    kind="images",
+    shape=(1, 48, 48),
 )
 def load_dsprites_small(data_dir: Path | None) -> ImageArrays:
     """Loader for ``dsprites-small``: the whole 48x48 fast grid (23,040 images, 212 MB), drawn once per process."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 
 
 class FactorDataset:

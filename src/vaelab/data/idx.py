@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 
 #: IDX type code -> big-endian numpy dtype (MNIST uses 0x08, unsigned bytes).
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import DATA_ENV, DATASETS, ImageArrays
 from vaelab.data.download import cache_dir, fetch, md5
 from vaelab.data.idx import read_idx
-from vaelab.errors import VaelabError
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -78,12 +78,12 @@ def load_idx_dataset(name: str, data_dir: Path | None) -> ImageArrays:
     return ImageArrays(train, test, train_labels, test_labels)
 
 
-@DATASETS.register("mnist", SOURCES["mnist"].description)
+@DATASETS.register("mnist", SOURCES["mnist"].description, kind="images", shape=(1, 28, 28))
 def load_mnist(data_dir: Path | None) -> ImageArrays:
     return load_idx_dataset("mnist", data_dir)
 
 
-@DATASETS.register("fashion-mnist", SOURCES["fashion-mnist"].description)
+@DATASETS.register("fashion-mnist", SOURCES["fashion-mnist"].description, kind="images", shape=(1, 28, 28))
 def load_fashion_mnist(data_dir: Path | None) -> ImageArrays:
     return load_idx_dataset("fashion-mnist", data_dir)
 

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import DATASETS, ImageArrays
-from vaelab.errors import VaelabError
 
 TRAIN_SEED, TEST_SEED = 0, 1  # fixed, so the sequences are the same whatever seed a run uses
 TEST_SHARE = 4  # the test split has sequences // TEST_SHARE sequences
@@ -186,36 +184,25 @@ class GeneratedSource:
         return self.make(data_dir, **{**self.defaults, **options})
 
 
-DATASETS.register("moving-mnist", "Moving MNIST: bouncing MNIST digits, 2 per 64x64 frame, 20 frames (procedural)")(
-    GeneratedSource(moving_mnist, frames=20, frame_size=64, digits=2, sequences=1000)
+def _register(name: str, description: str, shape: tuple[int, ...], source: GeneratedSource) -> None:
+    DATASETS.register(name, description, kind="sequences", shape=shape, options=source.options)(source)
+
+
+_register(
+    "moving-mnist",
+    "Moving MNIST: bouncing MNIST digits, 2 per 64x64 frame, 20 frames (procedural)",
+    (20, 1, 64, 64),
+    GeneratedSource(moving_mnist, frames=20, frame_size=64, digits=2, sequences=1000),
 )
-DATASETS.register("moving-digits", "small Moving MNIST from the embedded 8x8 digits, 16x16 frames; no download")(
-    GeneratedSource(moving_embedded_digits, frames=12, frame_size=16, digits=1, sequences=1000)
+_register(
+    "moving-digits",
+    "small Moving MNIST from the embedded 8x8 digits, 16x16 frames; no download",
+    (12, 1, 16, 16),
+    GeneratedSource(moving_embedded_digits, frames=12, frame_size=16, digits=1, sequences=1000),
 )
-DATASETS.register("oscillator", "noisy harmonic oscillator: 1-D noisy positions, 40 frames, random A, phase, w")(
-    GeneratedSource(oscillator_arrays, frames=40, sequences=4000)
+_register(
+    "oscillator",
+    "noisy harmonic oscillator: 1-D noisy positions, 40 frames, random A, phase, w",
+    (40, 1),
+    GeneratedSource(oscillator_arrays, frames=40, sequences=4000),
 )
-
-
-# -- batches of sequences -----------------------------------------------------------------------------------------
-
-
-def stack_sequences(sequences: Sequence[Tensor | np.ndarray]) -> Tensor:
-    """One (N, T, *frame) float batch from N sequences (T, *frame); frames and lengths must agree."""
-    if len(sequences) == 0:
-        raise VaelabError("no sequences to stack: give at least one (T, *frame) sequence")
-    seqs = [torch.as_tensor(s, dtype=torch.float32) for s in sequences]
-    first = seqs[0]
-    for i, s in enumerate(seqs):
-        if s.dim() < 2:
-            raise VaelabError(f"sequence {i} has shape {tuple(s.shape)}; a sequence is (T, C, H, W) or (T, D)")
-        if s.shape[1:] != first.shape[1:]:
-            raise VaelabError(
-                f"mismatched frame shapes in one batch: sequence {i} has frames of shape {tuple(s.shape[1:])}, "
-                f"sequence 0 has {tuple(first.shape[1:])}; resize them to one frame shape"
-            )
-        if len(s) != len(first):
-            raise VaelabError(
-                f"sequence {i} has {len(s)} frames and sequence 0 has {len(first)}; crop them to one length"
-            )
-    return torch.stack(seqs)

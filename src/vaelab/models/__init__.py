@@ -6,7 +6,9 @@ from vaelab.models import (  # noqa: F401  (registration)
     beta_tcvae,
     betavae,
     cae,
+    code_prior,
     dae,
+    factor_vae,
     iwae,
     ksparse,
     sparse,
@@ -14,6 +16,28 @@ from vaelab.models import (  # noqa: F401  (registration)
     vae,
     vqvae,
 )
-from vaelab.models.base import MODELS, Loss, Model, ModelConfig, build_model
+from vaelab.models.base import (
+    DATA_KINDS,
+    MODELS,
+    DataSpec,
+    LikelihoodModel,
+    Loss,
+    Model,
+    ModelConfig,
+    VectorLatentModel,
+    build_model,
+    model_from_spec,
+)
 
-__all__ = ["MODELS", "Loss", "Model", "ModelConfig", "build_model"]
+__all__ = [
+    "DATA_KINDS",
+    "MODELS",
+    "DataSpec",
+    "LikelihoodModel",
+    "Loss",
+    "Model",
+    "ModelConfig",
+    "VectorLatentModel",
+    "build_model",
+    "model_from_spec",
+]

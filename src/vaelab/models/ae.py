@@ -13,16 +13,16 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vaelab.errors import VaelabError
-from vaelab.models.base import MODELS, Loss, Model, ModelConfig
-from vaelab.nets import ACTIVATIONS, build_encoder
-from vaelab.nets.backbones import MLPEncoder, TiedDecoder
+from vaelab.core.errors import VaelabError
+from vaelab.models.base import MODELS, DataSpec, LatentConfig, Loss, VectorLatentModel
+from vaelab.nn import ACTIVATIONS, build_encoder
+from vaelab.nn.backbones import MLPEncoder, TiedDecoder
 
 CODE_ACTIVATIONS = ("linear", *ACTIVATIONS)
 
 
-@dataclass
-class AEConfig(ModelConfig):
+@dataclass(frozen=True)
+class AEConfig(LatentConfig):
     code_activation: str = "linear"  # the nonlinearity of the code units; linear leaves f(x) unbounded
     tied: bool = False  # decoder weight = the encoder's, transposed (one-layer MLP encoders, as in the papers)
 
@@ -35,12 +35,12 @@ class AEConfig(ModelConfig):
 
 
 @MODELS.register("ae", "autoencoder: deterministic code, cross-entropy or squared-error reconstruction")
-class AutoEncoder(Model):
+class AutoEncoder(VectorLatentModel):
     Config = AEConfig
     config: AEConfig
 
-    def __init__(self, config: AEConfig, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
+    def __init__(self, config: AEConfig, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
         code_activation = None if config.code_activation == "linear" else config.code_activation
         self.encoder = build_encoder(config, self.data_shape, config.latent_dim, code_activation)
         if config.tied:

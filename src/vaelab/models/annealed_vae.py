@@ -11,21 +11,17 @@ carry information a little at a time and the factors that help reconstruction mo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models.base import MODELS
 from vaelab.models.betavae import BetaVAE
 from vaelab.models.vae import VAEConfig
 
-if TYPE_CHECKING:
-    from vaelab.data import Dataset
 
-
-@dataclass
+@dataclass(frozen=True)
 class AnnealedVAEConfig(VAEConfig):
     gamma: float = 1000.0  # weight of |KL - C| (Burgess et al.: 1000)
     capacity_max: float = 25.0  # C_max, nats (Burgess et al.: 25 on dSprites)
@@ -51,10 +47,6 @@ class AnnealedVAE(BetaVAE):
     Config = AnnealedVAEConfig
     config: AnnealedVAEConfig
 
-    def __init__(self, config: AnnealedVAEConfig, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
-        self.steps_done = 0  # training steps seen so far, for the per-epoch report of C
-
     def capacity(self, step: int | None) -> float:
         """C at a training step: C_max step / capacity_steps, capped at C_max; C_max at evaluation (None)."""
         cfg = self.config
@@ -65,11 +57,6 @@ class AnnealedVAE(BetaVAE):
     def regularizer(
         self, q: Distribution, p: Distribution, kl: Tensor, step: int | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        if step is not None:  # step counts the steps before this one
-            self.steps_done = step + 1
         c = self.capacity(step)
         penalty = self.config.gamma * (self.kl_penalty(q, p, kl) - c).abs()
         return penalty, {"capacity": kl.new_tensor(c)}
-
-    def epoch_metrics(self, data: Dataset) -> dict[str, float | list[float]]:
-        return {**super().epoch_metrics(data), "capacity": self.capacity(self.steps_done)}

@@ -1,26 +1,42 @@
-"""The shared model API: ``encode``, ``decode``, ``loss`` (named terms), ``sample`` where generative.
+"""The shared model API: ``loss`` (named terms) for every model; ``encode``, ``decode``, ``code``, ``reconstruct``
+and ``sample`` where they apply; ``param_groups`` for the optimizer; ``save_pretrained`` for persistence.
 
-Conventions, the same for every model: a loss term is in nats per data point: summed over the
-dimensions of one data point (and of its latent), then averaged over the batch (and over Monte
-Carlo samples). ``Loss.total`` is what the optimizer minimizes; ``Loss.terms`` are named parts.
+Conventions, the same for every model: a loss term is in nats per data point: summed over the dimensions of one
+data point (and of its latent), then averaged over the batch (and over Monte Carlo samples). ``Loss.total`` is what
+the optimizer minimizes; ``Loss.terms`` are named parts.
+
+A model file is math only: it never sees paths, runs, data sets or figures. What a model is evaluated on, logs per
+epoch and draws is registered for its class from outside (``vaelab.eval``, ``vaelab.viz``), the way
+``torch.distributions.register_kl`` attaches a KL rule to a pair of classes. Configs are frozen dataclasses; what is
+known only from the data (the shape of an example, the training set's size) comes in as a ``DataSpec``.
+
+The classes:
+
+    Model                 loss, param_groups, save_pretrained; no layers of its own
+    LikelihoodModel       + a likelihood p(x|z) over one data point (or one frame of a sequence)
+    VectorLatentModel     + a decoder from a latent vector (the autoencoders and VAEs, TD-VAE's state)
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vaelab.errors import VaelabError
-from vaelab.nets import BackboneConfig, build_decoder
+from vaelab.core.config import make_config
+from vaelab.core.errors import VaelabError
+from vaelab.core.pretrained import save_module
+from vaelab.core.registry import Registry
+from vaelab.nn import BackboneConfig, build_decoder
 from vaelab.probability import LIKELIHOODS
-from vaelab.registry import Registry
 
-if TYPE_CHECKING:
-    from vaelab.data import Dataset
+#: the kinds of data a model can be trained on (a data set declares its kind)
+DATA_KINDS = ("images", "vectors", "sequences", "codes")
 
 
 @dataclass
@@ -31,18 +47,42 @@ class Loss:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
-@dataclass
-class ModelConfig(BackboneConfig):
-    latent_dim: int = 16
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model is told about its data: the shape of one example, and the training set's size where a loss
+    needs it (beta-TCVAE's minibatch-weighted sampling); 0 when unknown."""
+
+    shape: tuple[int, ...]
+    size: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if not self.shape or any(s < 1 for s in self.shape):
+            raise VaelabError(f"a data point's shape must be positive sizes, got {self.shape}")
+        if self.size < 0:
+            raise VaelabError(f"the data set size must be >= 0, got {self.size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "size": self.size}
+
+    @classmethod
+    def of(cls, data: DataSpec | tuple[int, ...] | list[int]) -> DataSpec:
+        return data if isinstance(data, DataSpec) else cls(tuple(data))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The base of every model's config: no fields (each model's config holds only the fields it uses)."""
+
+
+@dataclass(frozen=True)
+class LikelihoodConfig(ModelConfig):
     likelihood: str = "bernoulli"
     sigma: float = 1.0  # standard deviation of the fixed-variance Gaussian likelihood (the start, when learned)
     sigma_min: float = 1e-3  # floor of a learned standard deviation (gaussian-learned, gaussian-pixel)
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         LIKELIHOODS.get(self.likelihood)  # a clear error for an unknown name
-        if self.latent_dim < 1:
-            raise VaelabError(f"latent_dim must be >= 1, got {self.latent_dim}")
         if not self.sigma > 0:
             raise VaelabError(f"sigma must be > 0, got {self.sigma}")
         if not self.sigma_min > 0:
@@ -51,75 +91,143 @@ class ModelConfig(BackboneConfig):
             raise VaelabError(f"sigma (the starting value) must exceed sigma_min={self.sigma_min}, got {self.sigma}")
 
 
+@dataclass(frozen=True)
+class LatentConfig(BackboneConfig, LikelihoodConfig):
+    """A latent vector decoded by a backbone: the autoencoders, the VAEs."""
+
+    latent_dim: int = 16
+
+    def __post_init__(self) -> None:
+        BackboneConfig.__post_init__(self)
+        LikelihoodConfig.__post_init__(self)
+        if self.latent_dim < 1:
+            raise VaelabError(f"latent_dim must be >= 1, got {self.latent_dim}")
+
+
 class Model(nn.Module):
-    """Base of every model: a decoder with a likelihood p(x|z); subclasses add the encoder and loss."""
+    """Base of every model: its config, what it knows of its data, its loss."""
 
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     generative: ClassVar[bool] = False
-    #: a sequence model: a data point is (T, *frame) and the decoder and likelihood p(x|z) see one frame
-    sequential: ClassVar[bool] = False
+    #: the kinds of data (DATA_KINDS) this model is built for
+    data_kinds: ClassVar[tuple[str, ...]] = ("images", "vectors")
 
-    def __init__(self, config: ModelConfig, data_shape: tuple[int, ...]) -> None:
+    def __init__(self, config: ModelConfig, data: DataSpec | tuple[int, ...]) -> None:
         super().__init__()
+        if not isinstance(config, self.Config):
+            raise VaelabError(f"{type(self).__name__} needs a {self.Config.__name__}, got {type(config).__name__}")
         self.config = config
-        self.data_shape = tuple(data_shape)
-        self.frame_shape = self.data_shape[1:] if self.sequential else self.data_shape  # what p(x|z) is over
-        self.likelihood = LIKELIHOODS.get(config.likelihood).from_config(self.frame_shape, config)
-        self.decoder = build_decoder(config, config.latent_dim, self.frame_shape, self.likelihood.params_per_channel)
+        self.data = DataSpec.of(data)
+        self.data_shape = self.data.shape
+        #: what building the model decided that a user should hear (e.g. images padded for a strided net)
+        self.notes: list[str] = []
 
-    def encode(self, x: Tensor) -> Tensor | Distribution:
+    @classmethod
+    def needs_binary_data(cls, config: ModelConfig) -> bool:
+        """Whether grey-level data is binarized for this model (a Bernoulli likelihood): decided before it is built."""
+        return False
+
+    def check_data(self, x: Tensor) -> None:
+        """Refuse data this model cannot score (called once on the training data, and by ``loss`` outside training)."""
+
+    def loss(self, x: Tensor, step: int | None = None) -> Loss:
+        """The objective on a batch; ``step`` (None at evaluation) drives warm-ups and schedules."""
         raise NotImplementedError
+
+    def forward(self, x: Tensor, step: int | None = None) -> Loss:
+        return self.loss(x, step)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (the role of nanoGPT's ``configure_optimizers``): one group of every
+        trainable parameter by default; a model with parts that want their own learning rate or Adam betas (the
+        FactorVAE discriminator) returns more. ``lr`` is the run's learning rate, the default of each group."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def code(self, x: Tensor) -> Tensor:
-        """A deterministic representation of x (the code, or the posterior mean)."""
-        raise NotImplementedError
+        """A deterministic representation of x (B, F): the code, or the posterior mean."""
+        raise VaelabError(f"{type(self).__name__} has no code of its inputs")
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        raise VaelabError(f"{type(self).__name__} does not reconstruct its inputs")
+
+    def sample(self, n: int) -> Tensor:
+        raise VaelabError(f"{type(self).__name__} is not a generative model: it has no prior to sample from")
+
+    def attach_prior(self, prior: Any, reason: str = "") -> None:
+        """Attach a separately trained prior over this model's codes (VQ models take one); others have none."""
+        raise VaelabError(f"{type(self).__name__} takes no code prior")
+
+    # -- persistence --------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write FOLDER/config.json and FOLDER/model.safetensors; ``vaelab.from_pretrained(FOLDER)`` rebuilds it."""
+        return save_module(
+            folder, MODELS.name_of(type(self)), dataclasses.asdict(self.config), self.data.to_dict(), self.state_dict()
+        )
+
+
+class LikelihoodModel(Model):
+    """A model with a likelihood p(x|z) over one data point (one frame for a sequence model: ``frame_shape``)."""
+
+    Config: ClassVar[type[ModelConfig]] = LikelihoodConfig
+    #: a sequence model: a data point is (T, *frame) and p(x|z) is over one frame
+    sequential: ClassVar[bool] = False
+
+    def __init__(self, config: LikelihoodConfig, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
+        self.frame_shape = self.data_shape[1:] if self.sequential else self.data_shape
+        if not self.frame_shape:
+            raise VaelabError(f"{type(self).__name__} models sequences of frames; got data of shape {self.data_shape}")
+        self.likelihood = LIKELIHOODS.get(config.likelihood).from_config(self.frame_shape, config)
+
+    @classmethod
+    def needs_binary_data(cls, config: ModelConfig) -> bool:
+        return LIKELIHOODS.get(config.likelihood).needs_binary_data
+
+    def check_data(self, x: Tensor) -> None:
+        self.likelihood.check_data(x)
+
+
+class VectorLatentModel(LikelihoodModel):
+    """A likelihood model whose decoder maps a latent vector of ``decoder_input`` units to p(x|z)."""
+
+    Config: ClassVar[type[ModelConfig]] = LatentConfig
+
+    def __init__(self, config: LatentConfig, data: DataSpec | tuple[int, ...], decoder_input: int | None = None):
+        super().__init__(config, data)
+        size = config.latent_dim if decoder_input is None else decoder_input
+        self.decoder = build_decoder(config, size, self.frame_shape, self.likelihood.params_per_channel)
 
     def decode(self, z: Tensor) -> Distribution:
         """p(x|z) for latents of shape (..., D); leading dimensions become the batch shape."""
         out = self.decoder(z.reshape(-1, z.shape[-1]))
         return self.likelihood(out.view(*z.shape[:-1], *out.shape[1:]))
 
-    def loss(self, x: Tensor, step: int | None = None) -> Loss:
-        """The objective on a batch; ``step`` (None at evaluation) drives warm-ups and schedules."""
-        raise NotImplementedError
-
-    def metrics(self, x: Tensor) -> dict[str, Tensor]:
-        """Model-specific evaluation numbers on a batch (scalar batch means), added to eval.json."""
-        return {}
-
-    def epoch_metrics(self, data: Dataset) -> dict[str, float | list[float]]:
-        """Numbers logged once per epoch (split "epoch" in metrics.jsonl), called on every rank after validation;
-        e.g. KL per latent unit, codebook usage. Lists go to metrics.jsonl only, scalars also to TensorBoard."""
-        return {}
-
-    def figures(self, out: Path, data: Dataset) -> list[Path] | None:
-        """Model-specific figures drawn into ``out`` after training instead of the default ones; None: the defaults."""
-        return None
-
-    def load_extras(self, run_dir: Path) -> None:
-        """Called by ``vaelab.load`` after the weights: attach what lives beside them (e.g. a VQ run's prior)."""
-
-    def forward(self, x: Tensor, step: int | None = None) -> Loss:
-        return self.loss(x, step)
-
     def reconstruct(self, x: Tensor) -> Tensor:
         return self.decode(self.code(x)).mean
-
-    def sample(self, n: int) -> Tensor:
-        raise VaelabError(f"{type(self).__name__} is not a generative model: it has no prior to sample from")
 
 
 #: name -> Model subclass
 MODELS: Registry[type[Model]] = Registry("model")
 
 
-def build_model(name: str, data_shape: tuple[int, ...], config: ModelConfig | None = None, **options: object) -> Model:
+def build_model(
+    name: str, data: DataSpec | tuple[int, ...], config: ModelConfig | None = None, **options: object
+) -> Model:
     """Build a registered model, e.g. ``build_model("vae", (1, 28, 28), latent_dim=32)``."""
     cls = MODELS.get(name)
     if config is None:
-        from vaelab.config import make_config
-
         config = make_config(cls.Config, options)
     elif options:
         raise TypeError("give either a config or options, not both")
-    return cls(config, data_shape)
+    return cls(config, DataSpec.of(data))
+
+
+def model_from_spec(spec: dict[str, Any]) -> Model:
+    """A model rebuilt (untrained) from the config.json that ``save_pretrained`` wrote."""
+    cls = MODELS.get(spec["name"])
+    config = make_config(cls.Config, spec.get("config", {}), "model")
+    data = spec.get("data") or {}
+    if "shape" not in data:
+        raise VaelabError("the saved model's config.json has no data shape")
+    return cls(config, DataSpec(tuple(data["shape"]), int(data.get("size", 0))))

@@ -15,7 +15,8 @@ estimated by minibatch-weighted sampling (MWS, not stratified sampling) from the
     log q(z_ij)  ~ logsumexp_k log q(z_ij | x_k)  - log(N M)
 
 so mi + tc + dimwise_kl = mean_i [log q(z_i|x_i) - log p(z_i)] exactly: the Monte Carlo KL, the log(N M) constants
-cancel. N (``dataset_size``) is filled in by ``vaelab train`` from the training split when left at 0. With N >> M the
+cancel. N is the training set's size, which the model is given when it is built (``DataSpec.size``; ``vaelab
+train`` passes the training split's). With N >> M the
 single terms are biased by multiples of log(N M) (mi is then close to log(N M), tc large and dimwise_kl as negative),
 as in Chen et al.'s own estimator; the log(N M) offsets are constants and do not change the gradients.
 """
@@ -29,29 +30,30 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, Independent, Normal
 
-from vaelab.errors import VaelabError
-from vaelab.models.base import MODELS
+from vaelab.core.errors import VaelabError
+from vaelab.models.base import MODELS, DataSpec
 from vaelab.models.betavae import BetaVAE
 from vaelab.models.vae import VAEConfig
 
 
-@dataclass
+@dataclass(frozen=True)
 class BetaTCVAEConfig(VAEConfig):
     beta: float = 6.0  # weight of the total correlation (Chen et al. use 6 on dSprites)
     alpha: float = 1.0  # weight of the index-code mutual information
     gamma: float = 1.0  # weight of the dimension-wise KL
-    dataset_size: int = 0  # N, training points, for minibatch-weighted sampling; 0: filled in at training time
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.alpha < 0 or self.gamma < 0:
             raise VaelabError(f"alpha and gamma must be >= 0, got alpha={self.alpha}, gamma={self.gamma}")
-        if self.dataset_size < 0:
-            raise VaelabError(f"dataset_size must be >= 0 (0: filled in at training time), got {self.dataset_size}")
         if self.posterior != "diagonal" or self.inner_latent_dim or self.free_bits or self.mc_samples != 1:
             raise VaelabError(
                 "beta-tcvae needs one stochastic layer with a diagonal Gaussian posterior and one sample "
                 "(posterior=diagonal, inner_latent_dim=0, mc_samples=1) and does not take free_bits"
+            )
+        if self.gradient_estimator != "reparameterization":
+            raise VaelabError(
+                "beta-tcvae's decomposition is reparameterized: use gradient_estimator=reparameterization"
             )
 
 
@@ -64,8 +66,8 @@ def mws_log_densities(q: Distribution, z: Tensor, dataset_size: int) -> tuple[Te
     m = z.shape[0]
     if dataset_size < m:
         raise VaelabError(
-            f"dataset_size ({dataset_size}) must be at least the batch size ({m}): it is N, the number of training "
-            "points; set --set dataset_size=N (vaelab train fills it in when left at 0)"
+            f"the data set size N={dataset_size} must be at least the batch size ({m}): N is the number of training "
+            "points the model was built for (DataSpec(shape, size=N))"
         )
     pairwise = Normal(base.loc.unsqueeze(0), base.scale.unsqueeze(0)).log_prob(z.unsqueeze(1))  # (M_i, M_j, D)
     const = math.log(dataset_size * m)
@@ -90,16 +92,19 @@ class BetaTCVAE(BetaVAE):
     Config = BetaTCVAEConfig
     config: BetaTCVAEConfig
 
+    def __init__(self, config: BetaTCVAEConfig, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
+        if self.data.size < 1:
+            raise VaelabError(
+                "beta-tcvae's minibatch-weighted sampling needs N, the number of training points: build it with "
+                "DataSpec(shape, size=N), e.g. build_model('beta-tcvae', DataSpec((1, 64, 64), size=N))"
+            )
+
     def regularizer(
         self, q: Distribution, p: Distribution, kl: Tensor, step: int | None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config
-        if cfg.dataset_size == 0:
-            raise VaelabError(
-                "beta-tcvae needs dataset_size (N, the number of training points) for minibatch-weighted sampling; "
-                "vaelab train fills it in, else pass dataset_size=N"
-            )
-        parts = kl_decomposition(q, p, q.rsample(), cfg.dataset_size)
+        parts = kl_decomposition(q, p, q.rsample(), self.data.size)
         ramp = self.kl_weight(step) / cfg.beta  # the KL warm-up, if any, scales all three parts
         penalty = ramp * (cfg.alpha * parts["mi"] + cfg.beta * parts["tc"] + cfg.gamma * parts["dimwise_kl"])
         return penalty, parts

@@ -22,10 +22,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import jacfwd, jacrev, jvp, vmap
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models.ae import AEConfig, AutoEncoder
-from vaelab.models.base import MODELS, Loss
-from vaelab.nets.backbones import MLPEncoder
+from vaelab.models.base import MODELS, DataSpec, Loss
+from vaelab.nn.backbones import MLPEncoder
 
 NON_SMOOTH = ("relu", "leaky_relu")
 SMOOTH_ACTIVATIONS = "sigmoid, tanh, softplus, elu, gelu (and linear for the code)"
@@ -48,7 +48,7 @@ def contraction_exact(f: Callable[[Tensor], Tensor], x: Tensor, code_size: int) 
     return vmap(jacobian, chunk_size=chunk)(x).float().pow(2).flatten(1).sum(1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CAEConfig(AEConfig):
     hidden: tuple[int, ...] = ()
     activation: str = "sigmoid"
@@ -68,8 +68,8 @@ class ContractiveAutoEncoder(AutoEncoder):
     Config = CAEConfig
     config: CAEConfig
 
-    def __init__(self, config: CAEConfig, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
+    def __init__(self, config: CAEConfig, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
         used = [("code_activation", config.code_activation)]
         if any(isinstance(m, nn.Conv2d) for m in self.encoder.modules()) or config.hidden:
             used.insert(0, ("activation", config.activation))

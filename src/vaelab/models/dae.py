@@ -3,22 +3,21 @@
     x̃ ~ M(x̃|x),   loss = -log p(x | h = f(x̃))
 
 The corruption M is applied in training only (the code of a trained DAE is f(x) of clean data);
-see ``vaelab.corruption`` for the processes. The defaults are the paper's one-layer sigmoid encoder.
+see ``vaelab.probability.corruption`` for the processes. The defaults are the paper's one-layer sigmoid encoder.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
-from vaelab.corruption import CORRUPTIONS
 from vaelab.models.ae import AEConfig, AutoEncoder
-from vaelab.models.base import MODELS
+from vaelab.models.base import MODELS, DataSpec
+from vaelab.probability.corruption import CORRUPTIONS
 
 
-@dataclass
+@dataclass(frozen=True)
 class DAEConfig(AEConfig):
     hidden: tuple[int, ...] = ()
     code_activation: str = "sigmoid"
@@ -35,20 +34,9 @@ class DenoisingAutoEncoder(AutoEncoder):
     Config = DAEConfig
     config: DAEConfig
 
-    def __init__(self, config: DAEConfig, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
+    def __init__(self, config: DAEConfig, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
         self.corruption = CORRUPTIONS.get(config.corruption)(config.noise)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(self.corruption(x))  # f(x̃) in training, f(x) in eval mode
-
-    @torch.no_grad()
-    def metrics(self, x: Tensor) -> dict[str, Tensor]:
-        """Denoising on corrupted test data: squared error per pixel before and after, and the DAE's criterion."""
-        x_tilde = self.corruption.sample(x)
-        restored = self.decode(self.encoder(x_tilde))
-        return {
-            "reconstruction_corrupted": -restored.log_prob(x).mean(),
-            "mse_corrupted": (x_tilde - x).pow(2).mean(),
-            "mse_denoised": (restored.mean - x).pow(2).mean(),
-        }

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models.base import MODELS, Loss
 from vaelab.models.vae import VAE, VAEConfig
 from vaelab.probability import importance_log_weights, log_mean_exp
 
 
-@dataclass
+@dataclass(frozen=True)
 class IWAEConfig(VAEConfig):
     mc_samples: int = 5  # K, importance samples per data point in the training bound
 

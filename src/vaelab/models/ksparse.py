@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models.ae import AEConfig, AutoEncoder
 from vaelab.models.base import MODELS, Loss
 
@@ -28,7 +28,7 @@ def top_k(a: Tensor, k: int) -> Tensor:
     return torch.zeros_like(a).scatter(-1, indices, values)
 
 
-@dataclass
+@dataclass(frozen=True)
 class KSparseAEConfig(AEConfig):
     latent_dim: int = 100
     hidden: tuple[int, ...] = ()

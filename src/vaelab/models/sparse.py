@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from torch import Tensor
 from torch.distributions import Bernoulli, kl_divergence
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 from vaelab.models.ae import AEConfig, AutoEncoder
-from vaelab.models.base import MODELS, Loss
-from vaelab.nets import resolve_backbone
+from vaelab.models.base import MODELS, DataSpec, Loss
+from vaelab.nn import resolve_backbone
 
 PENALTIES = ("kl", "l1")
 EPS = 1e-6
@@ -38,7 +38,7 @@ def l1_sparsity(h: Tensor) -> Tensor:
     return h.float().abs().sum(1).mean()
 
 
-@dataclass
+@dataclass(frozen=True)
 class SparseAEConfig(AEConfig):
     hidden: tuple[int, ...] = ()
     activation: str = "sigmoid"
@@ -65,8 +65,8 @@ class SparseAutoEncoder(AutoEncoder):
     Config = SparseAEConfig
     config: SparseAEConfig
 
-    def __init__(self, config: SparseAEConfig, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
+    def __init__(self, config: SparseAEConfig, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
         mlp = resolve_backbone(config, self.data_shape) == "mlp"
         depth = len(config.hidden if mlp else config.channels) + 1  # hidden layers, then the code
         if any(not -depth <= i < depth for i in config.sparse_layers):

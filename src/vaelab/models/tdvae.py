@@ -37,8 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -46,17 +44,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-from vaelab.data.sequences import stack_sequences
-from vaelab.errors import VaelabError
-from vaelab.models.base import MODELS, Loss, Model, ModelConfig
-from vaelab.nets import ACTIVATIONS, build_decoder, build_encoder
-from vaelab.nets.backbones import MLPEncoder
+from vaelab.core.errors import VaelabError
+from vaelab.core.registry import Registry
+from vaelab.models.base import MODELS, DataSpec, LatentConfig, Loss, VectorLatentModel
+from vaelab.nn import ACTIVATIONS, build_encoder
+from vaelab.nn.backbones import MLPEncoder
 from vaelab.probability import Chain
 from vaelab.probability.posteriors import DiagonalGaussian
-from vaelab.registry import Registry
-
-if TYPE_CHECKING:
-    from vaelab.data import Dataset
 
 SEQUENCE_DATA = "(T, C, H, W) or (T, D) per example, e.g. --data moving-mnist, moving-digits or oscillator"
 
@@ -66,8 +60,8 @@ BELIEF_NETWORKS.register("lstm", "LSTM over the frame embeddings (the paper's ch
 BELIEF_NETWORKS.register("gru", "GRU over the frame embeddings")(nn.GRU)
 
 
-@dataclass
-class TDVAEConfig(ModelConfig):
+@dataclass(frozen=True)
+class TDVAEConfig(LatentConfig):
     latent_dim: int = 8  # size of the state z (of each layer with layers=2)
     max_jump: int = 4  # D: training jumps delta are drawn uniformly from 1..D
     pairs: int = 4  # (t1, t2) pairs drawn per sequence and step
@@ -187,18 +181,18 @@ def plan_jumps(horizon: int, max_jump: int) -> list[int]:
 
 
 @MODELS.register("tdvae", "TD-VAE: belief LSTM over frames, jumpy transitions trained on pairs (t1, t1 + delta)")
-class TDVAE(Model):
+class TDVAE(VectorLatentModel):
     Config = TDVAEConfig
     sequential = True
+    data_kinds = ("sequences",)
     config: TDVAEConfig
 
-    def __init__(self, config: TDVAEConfig, data_shape: tuple[int, ...]) -> None:
-        if len(data_shape) < 2:
-            raise VaelabError(
-                f"tdvae models sequences: {SEQUENCE_DATA}; got data of shape {tuple(data_shape)} per example"
-            )
-        super().__init__(config, data_shape)
-        self.check_length(data_shape[0])
+    def __init__(self, config: TDVAEConfig, data: DataSpec | tuple[int, ...]) -> None:
+        shape = DataSpec.of(data).shape
+        if len(shape) < 2:
+            raise VaelabError(f"tdvae models sequences: {SEQUENCE_DATA}; got data of shape {shape} per example")
+        super().__init__(config, data, decoder_input=config.latent_dim * config.layers)  # p_D(x|z) sees the state
+        self.check_length(shape[0])
         d, layers = config.latent_dim, config.layers
         self.state_size = d * layers
         act = ACTIVATIONS[config.activation]
@@ -211,8 +205,6 @@ class TDVAE(Model):
         self.transition = GaussianState(  # p_T(z_t2|z_t1)
             self.state_size + jump, d, layers, config.state_hidden, act, residual=config.residual_transition
         )
-        if layers == 2:  # p_D(x|z) sees the whole state [z1, z2]
-            self.decoder = build_decoder(config, self.state_size, self.frame_shape, self.likelihood.params_per_channel)
 
     # -- checks ---------------------------------------------------------------------------------------------------
 
@@ -317,9 +309,6 @@ class TDVAE(Model):
         one = torch.ones(x.shape[0], x.shape[1] - 1, dtype=torch.long, device=x.device)
         return self.pair_terms(x[:, 1:], b[:, :-1], b[:, 1:], one).elbo
 
-    def metrics(self, x: Tensor) -> dict[str, Tensor]:
-        return {"elbo_per_frame": self.frame_elbo(x).mean()}
-
     def encode(self, x: Tensor) -> Distribution:
         """The beliefs p_B(z_t|b_t) about every frame's state: batch shape (B, T)."""
         return self.belief(self.beliefs(x))
@@ -359,7 +348,23 @@ class TDVAE(Model):
         times = np.cumsum(self.check_jumps(jumps)).tolist()
         return Rollout(times, states, self.decode(states).mean)
 
-    def figures(self, out: Path, data: Dataset) -> list[Path]:
-        from vaelab.sequence_figures import rollout_figures
 
-        return rollout_figures(out, self, data.test[:4])
+def stack_sequences(sequences: Sequence[Tensor | np.ndarray]) -> Tensor:
+    """One (N, T, *frame) float batch from N sequences (T, *frame); frames and lengths must agree."""
+    if len(sequences) == 0:
+        raise VaelabError("no sequences to stack: give at least one (T, *frame) sequence")
+    seqs = [torch.as_tensor(s, dtype=torch.float32) for s in sequences]
+    first = seqs[0]
+    for i, s in enumerate(seqs):
+        if s.dim() < 2:
+            raise VaelabError(f"sequence {i} has shape {tuple(s.shape)}; a sequence is (T, C, H, W) or (T, D)")
+        if s.shape[1:] != first.shape[1:]:
+            raise VaelabError(
+                f"mismatched frame shapes in one batch: sequence {i} has frames of shape {tuple(s.shape[1:])}, "
+                f"sequence 0 has {tuple(first.shape[1:])}; resize them to one frame shape"
+            )
+        if len(s) != len(first):
+            raise VaelabError(
+                f"sequence {i} has {len(s)} frames and sequence 0 has {len(first)}; crop them to one length"
+            )
+    return torch.stack(seqs)

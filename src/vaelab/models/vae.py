@@ -3,11 +3,15 @@
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z))
     loss    = -(1/L) sum_l log p(x|z_l) + beta * KL,     z_l ~ q(z|x)   (SGVB, L samples)
 
-The KL is closed-form (``kl_divergence``); the expectation is a Monte Carlo average over L draws whose gradient
-comes from the chosen estimator (reparameterization z = mu + L eps, or the score function). Options: KL warm-up
-(the weight rises from 0 to beta), free bits (Kingma et al. 2016: KL below lambda nats per unit is not penalized),
-and two stochastic layers x -> h -> z (Burda et al. 2015), whose KL has no closed form and is estimated from the
-same draws: KL ~ (1/L) sum_l [log q(h_l, z_l|x) - log p(h_l, z_l)].
+The prior p(z) is a registered ``Prior`` (``prior=standard|learned|mog|vamp``, see ``vaelab.probability.priors``).
+The KL is closed-form where ``kl_divergence`` has a rule for (q, p), and otherwise (a mixture prior, two stochastic
+layers) a Monte Carlo estimate from the same L draws as the reconstruction: KL ~ (1/L) sum_l [log q(z_l|x) - log
+p(z_l)]. The expectation is a Monte Carlo average over L draws whose gradient comes from the chosen estimator
+(reparameterization z = mu + L eps, or the score function). Options: KL warm-up (the weight rises from 0 to beta),
+free bits (Kingma et al. 2016: KL below lambda nats per unit is not penalized), and two stochastic layers
+x -> h -> z (Burda et al. 2015) with p(h, z) = p(z) p(h|z).
+
+Variants (beta-VAE family, FactorVAE) override the ``regularizer`` hook, never ``loss``.
 """
 
 from __future__ import annotations
@@ -16,18 +20,27 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Distribution, kl_divergence
 
-from vaelab.errors import VaelabError
-from vaelab.models.base import MODELS, Loss, Model, ModelConfig
-from vaelab.nets import ACTIVATIONS, build_decoder, build_encoder
-from vaelab.nets.backbones import MLPEncoder
-from vaelab.probability import ESTIMATORS, POSTERIORS, Chain, importance_weighted_bound, standard_normal
+from vaelab.core.errors import VaelabError
+from vaelab.models.base import MODELS, DataSpec, LatentConfig, Loss, VectorLatentModel
+from vaelab.nn import ACTIVATIONS, build_encoder
+from vaelab.nn.backbones import MLPEncoder
+from vaelab.probability import (
+    ESTIMATORS,
+    LIKELIHOODS,
+    POSTERIORS,
+    PRIORS,
+    Chain,
+    closed_form_kl,
+    factorized,
+    importance_weighted_bound,
+)
 from vaelab.probability.posteriors import DiagonalGaussian
 
 
-@dataclass
-class VAEConfig(ModelConfig):
+@dataclass(frozen=True)
+class VAEConfig(LatentConfig):
     beta: float = 1.0  # weight of the KL term; 1 gives the ELBO
     mc_samples: int = 1  # L, Monte Carlo samples of z per data point
     kl_warmup_steps: int = 0  # the KL weight rises linearly from 0 to beta over this many steps
@@ -37,6 +50,8 @@ class VAEConfig(ModelConfig):
     free_bits: float = 0.0  # lambda, nats per latent unit under which the KL is not penalized
     inner_latent_dim: int = 0  # size of a second, lower stochastic layer h between x and z; 0: one layer
     inner_hidden: tuple[int, ...] = (50, 50)  # MLP widths between h and z (two stochastic layers)
+    prior: str = "standard"  # p(z): standard, learned, mog or vamp
+    prior_components: int = 500  # K of the mog and vamp priors (Tomczak & Welling: 500 pseudo-inputs)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -67,6 +82,18 @@ class VAEConfig(ModelConfig):
             raise VaelabError(
                 "gradient_estimator=score-function needs a closed-form KL: use one stochastic layer, inner_latent_dim=0"
             )
+        prior = PRIORS.get(self.prior)
+        prior.check(self.prior_components)
+        if self.gradient_estimator == "score-function" and not prior.closed_form:
+            raise VaelabError(
+                f"gradient_estimator=score-function needs a closed-form KL, which prior={self.prior} has not: "
+                "use prior=standard or learned, or the reparameterization estimator"
+            )
+        if self.inner_latent_dim and self.prior != "standard":
+            raise VaelabError(
+                f"prior={self.prior} is a prior over one stochastic layer; two layers (inner_latent_dim > 0) use "
+                "p(z) p(h|z) with p(z) = N(0, I): set prior=standard or inner_latent_dim=0"
+            )
 
 
 def _on_vectors(net: nn.Module, v: Tensor) -> Tensor:
@@ -74,37 +101,52 @@ def _on_vectors(net: nn.Module, v: Tensor) -> Tensor:
     return net(v.reshape(-1, v.shape[-1])).view(*v.shape[:-1], -1)
 
 
-@MODELS.register("vae", "variational autoencoder: Gaussian q(z|x), N(0, I) prior, ELBO with beta and L samples")
-class VAE(Model):
+@MODELS.register(
+    "vae", "variational autoencoder: Gaussian q(z|x), a registered prior p(z), ELBO with beta and L samples"
+)
+class VAE(VectorLatentModel):
     Config = VAEConfig
     generative = True
     config: VAEConfig
 
-    def __init__(self, config: VAEConfig, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
-        head = POSTERIORS.get(config.posterior)
+    def __init__(self, config: VAEConfig, data: DataSpec | tuple[int, ...]) -> None:
         inner = config.inner_latent_dim
+        super().__init__(config, data, decoder_input=inner or config.latent_dim)  # p(x|z), or p(x|h) with two layers
+        head = POSTERIORS.get(config.posterior)
         self.posterior = head(inner or config.latent_dim)  # q(z|x), or q(h|x) with two layers
         self.encoder = build_encoder(config, self.data_shape, self.posterior.num_params)
         self.latent_size = inner + config.latent_dim  # the vector encode/decode/sample speak in: z, or [h, z]
+        data_range = LIKELIHOODS.get(config.likelihood).data_range
+        self.latent_prior = PRIORS.get(config.prior).build(
+            config.latent_dim, config.prior_components, self.data_shape, data_range
+        )
         if inner:
             act = ACTIVATIONS[config.activation]
-            self.decoder = build_decoder(config, inner, self.data_shape, self.likelihood.params_per_channel)  # p(x|h)
             self.upper_posterior = head(config.latent_dim)  # q(z|h)
             self.upper_encoder = MLPEncoder((inner,), self.upper_posterior.num_params, config.inner_hidden, act)
             self.lower_prior = DiagonalGaussian(inner)  # p(h|z)
             self.lower_decoder = MLPEncoder((config.latent_dim,), 2 * inner, config.inner_hidden[::-1], act)
-        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # follows the model's device
+
+    def posterior_of(self, x: Tensor) -> Distribution:
+        """q(z|x) of the first stochastic layer (what the VampPrior evaluates at its pseudo-inputs)."""
+        return self.posterior(self.encoder(x))
 
     def prior(self) -> Distribution:
-        top = standard_normal(self.config.latent_dim, self._anchor.device)
+        """p(z), or p(h, z) = p(z) p(h|z) with two stochastic layers."""
+        top = self.latent_prior(self.posterior_of)
         if not self.config.inner_latent_dim:
             return top
         lower = self.config.inner_latent_dim
         return Chain(top, lambda z: self.lower_prior(_on_vectors(self.lower_decoder, z)), lower, flip=True)
 
+    def prior_marginals(self) -> Distribution | None:
+        """p(z_j) for each unit of a one-layer latent, batch shape (D,); None with two stochastic layers."""
+        if self.config.inner_latent_dim:
+            return None
+        return self.latent_prior.marginals(self.posterior_of)
+
     def encode(self, x: Tensor) -> Distribution:
-        q = self.posterior(self.encoder(x))
+        q = self.posterior_of(x)
         if not self.config.inner_latent_dim:
             return q
         return Chain(q, lambda h: self.upper_posterior(_on_vectors(self.upper_encoder, h)), self.config.latent_dim)
@@ -123,15 +165,17 @@ class VAE(Model):
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
         cfg = self.config
+        if step is None:  # outside the trainer, which checks the whole training set once
+            self.check_data(x)
         q, p = self.encode(x), self.prior()
-        if cfg.inner_latent_dim:  # no closed-form KL: both terms are averages over the same L draws
+        kl = None if cfg.inner_latent_dim else closed_form_kl(q, p)
+        if kl is None:  # no closed form: both terms are averages over the same L draws (reparameterized)
             z = q.rsample((cfg.mc_samples,))
             log_px_z = self.decode(z).log_prob(x)
             kl = (q.log_prob(z) - p.log_prob(z)).mean(0)
         else:
             estimator = ESTIMATORS.get(cfg.gradient_estimator)
             log_px_z = estimator(q, lambda z: self.decode(z).log_prob(x), cfg.mc_samples, cfg.baseline)  # (L, B)
-            kl = kl_divergence(q, p)
         reconstruction = -log_px_z.mean()
         penalty, extra = self.regularizer(q, p, kl, step)
         terms = {"reconstruction": reconstruction, "kl": kl.mean(), "elbo": -(reconstruction + kl.mean())}
@@ -145,13 +189,15 @@ class VAE(Model):
         return self.kl_weight(step) * self.kl_penalty(q, p, kl), {}
 
     def kl_penalty(self, q: Distribution, p: Distribution, kl: Tensor) -> Tensor:
-        """The KL as the optimizer sees it. Free bits: sum_j max(lambda, KL_j), KL_j a batch mean, per unit j of a
-        diagonal posterior, else over the latent as one group of lambda * D nats; units under it get no gradient."""
+        """The KL as the optimizer sees it. Free bits: sum_j max(lambda, KL_j), KL_j a batch mean, per unit j when q
+        and p both factorize over the units (a diagonal posterior, the standard or learned prior), else over the
+        latent as one group of lambda * D nats; units under it get no gradient."""
         lam = self.config.free_bits
         if lam == 0:
             return kl.mean()
-        if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
-            return kl_divergence(q.base_dist, p.base_dist).mean(0).clamp(min=lam).sum()
+        q_units, p_units = factorized(q), factorized(p)
+        if q_units is not None and p_units is not None:
+            return kl_divergence(q_units, p_units).mean(0).clamp(min=lam).sum()
         return kl.mean().clamp(min=lam * self.latent_size)
 
     @torch.no_grad()

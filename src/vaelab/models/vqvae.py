@@ -3,7 +3,7 @@
     z_e = E(x) (B, D, h, w),   k_ij = argmin_k ‖z_e,ij − e_k‖,   z_q,ij = e_k_ij   (straight-through gradient)
     loss = −log p(x|z_q) + ‖sg[z_e] − z_q‖² + β ‖z_e − sg[z_q]‖²   (or EMA codebook updates for the middle term)
 
-The quantizer is ``vaelab.quantizer.VectorQuantizer`` (k-means init, dead-code restart, fp32 distances, DDP-synced
+The quantizer is ``vaelab.nn.quantizer.VectorQuantizer`` (k-means init, dead-code restart, fp32 distances, DDP-synced
 EMA). VQ-VAE-2 has two levels: top codes at a coarser grid quantize E_t(E_b(x)); bottom codes quantize E_b(x) joined
 with the top codes decoded up to the bottom grid (so they code what the top level missed); the decoder sees both.
 
@@ -11,37 +11,44 @@ The likelihood bound of the paper: with the posterior a point mass on the codes 
     −log p(x) ≤ −log p(x|z_q) − log p(k(x)),   −log p(k) = n_codes · log K under a uniform prior,
 or the NLL of a trained autoregressive prior (``vaelab train-prior``). In bits per dimension it is divided by
 D · ln 2. It is a bound on a *discrete* distribution only when p(x|z) is one: Bernoulli on binary data, or a
-Gaussian integrated over the 256 bins of 8-bit intensities (``discrete_nll``), which is what ``metrics`` uses.
+Gaussian integrated over the 256 bins of 8-bit intensities (``discrete_nll``), which the evaluation uses.
+
+Images whose sides are not multiples of 2^steps (28x28 MNIST under 3 stride-2 steps) are zero-padded evenly to the
+next multiple and the decoder's output is cropped back, so the likelihood is over the original pixels only; the
+model says so in ``notes``. A model is sampled from once a code prior is attached (``attach_prior``; ``vaelab
+train-prior`` fits one and ``vaelab.load`` attaches it).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, Distribution, Normal
 
-from vaelab.errors import VaelabError
-from vaelab.models.base import MODELS, Loss, Model, ModelConfig
-from vaelab.nets import ACTIVATIONS
-from vaelab.nets.residual import StridedDecoder, StridedEncoder, check_divisible
-from vaelab.quantizer import QuantizerOutput, VectorQuantizer, perplexity
+from vaelab.core.errors import VaelabError
+from vaelab.models.base import MODELS, DataSpec, LikelihoodConfig, LikelihoodModel, Loss
+from vaelab.nn import ACTIVATIONS
+from vaelab.nn.quantizer import QuantizerOutput, VectorQuantizer
+from vaelab.nn.residual import StridedDecoder, StridedEncoder, padded_size
 
-if TYPE_CHECKING:
-    from vaelab.data import Dataset
-    from vaelab.priors import CodePrior
+
+class CodeSampler(Protocol):
+    """What a VQ model samples codes from: a prior over its levels' code grids (``models.code_prior.CodePrior``)."""
+
+    def sample_codes(self, n: int) -> list[Tensor]: ...
+
 
 BINS = 256  # the discrete bound treats intensities in [0, 1] as 8-bit: 256 bins of width 1/255
 
 
-@dataclass
-class VQVAEConfig(ModelConfig):
-    latent_dim: int = 0  # not used: the latent is a grid of code vectors of size code_dim (kept equal to it)
+@dataclass(frozen=True)
+class VQVAEConfig(LikelihoodConfig):
+    activation: str = "relu"
     code_dim: int = 64  # D, the size of a codebook vector (the encoder's output channels)
     codebook_size: int = 512  # K
     hidden_channels: int = 128  # channels of the strided convs and residual blocks
@@ -53,17 +60,14 @@ class VQVAEConfig(ModelConfig):
     decay: float = 0.99  # EMA decay γ
     restart_after: int = 100  # restart a code unused for this many training steps; 0 never restarts
     kmeans_init: bool = True  # k-means codebook from the first training batch
+    pad: bool = True  # zero-pad images whose sides are not multiples of 2^steps (else refuse them)
 
     def __post_init__(self) -> None:
-        if self.latent_dim not in (0, self.code_dim):
-            raise VaelabError(
-                f"VQ models have no latent_dim: the latent is a grid of codes; set code_dim (the codebook vectors' "
-                f"size, now {self.code_dim}) and codebook_size instead of latent_dim={self.latent_dim}"
-            )
+        super().__post_init__()
+        if self.activation not in ACTIVATIONS:
+            raise VaelabError(f"unknown activation {self.activation!r}; choose from: {', '.join(ACTIVATIONS)}")
         if self.code_dim < 1:
             raise VaelabError(f"code_dim must be >= 1, got {self.code_dim}")
-        self.latent_dim = self.code_dim  # what the shared checks and generic evaluation read
-        super().__post_init__()
         if self.codebook_size < 2:
             raise VaelabError(
                 f"codebook_size must be >= 2 (one code carries no information about x), got {self.codebook_size}"
@@ -82,7 +86,7 @@ class VQVAEConfig(ModelConfig):
             raise VaelabError(f"restart_after must be >= 0 steps (0: never restart), got {self.restart_after}")
 
 
-@dataclass
+@dataclass(frozen=True)
 class VQVAE2Config(VQVAEConfig):
     top_downsample: int = 1  # further stride-2 steps from the bottom grid to the top grid
 
@@ -125,19 +129,57 @@ def level_key(name: str, level: str) -> str:
     return f"{name}_{level}" if level else name
 
 
-class VQModel(Model):
-    """What VQ-VAE and VQ-VAE-2 share: levels of codes (top first), priors over them, bounds and figures."""
+class VQModel(LikelihoodModel):
+    """What VQ-VAE and VQ-VAE-2 share: levels of codes (top first), the padding, the loss, sampling from a prior."""
 
     Config = VQVAEConfig
     generative = True
+    data_kinds = ("images",)
     config: VQVAEConfig
     levels: ClassVar[tuple[str, ...]] = ("",)
+    #: stride-2 steps from the image to the coarsest grid
+    steps: int = 0
 
-    def __init__(self, config: VQVAEConfig, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
+    def __init__(self, config: VQVAEConfig, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
         self.act = ACTIVATIONS[config.activation]
-        self.code_prior: CodePrior | None = None  # attached by load_extras when RUN/prior/ exists
-        self.run_dir: Path | None = None
+        shape = self.data_shape
+        if len(shape) != 3:
+            raise VaelabError(f"{type(self).__name__} models images (C, H, W), got data of shape {shape}")
+        self.padded = padded_size(shape, self.total_steps(), self.steps_name(), config.pad)
+        if self.padded != tuple(shape[1:]):
+            self.notes.append(
+                f"{shape[1]}x{shape[2]} images are zero-padded to {self.padded[0]}x{self.padded[1]}: "
+                f"{self.total_steps()} stride-2 steps need sides divisible by {2 ** self.total_steps()} "
+                "(the likelihood scores the original pixels only; --set pad=false refuses such images instead)"
+            )
+        object.__setattr__(self, "code_prior", None)  # a reference, not a submodule: its weights live in RUN/prior
+        self.no_prior_reason = "no code prior has been fitted to this model's codes: run vaelab train-prior RUN first"
+
+    def total_steps(self) -> int:
+        return self.config.downsample
+
+    def steps_name(self) -> str:
+        return "downsample"
+
+    def grid_after(self, steps: int) -> tuple[int, int]:
+        f = 2**steps
+        return self.padded[0] // f, self.padded[1] // f
+
+    def pad_input(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        dh, dw = self.padded[0] - h, self.padded[1] - w
+        if dh == dw == 0:
+            return x
+        return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
+
+    def crop_output(self, out: Tensor) -> Tensor:
+        h, w = self.data_shape[1:]
+        dh, dw = self.padded[0] - h, self.padded[1] - w
+        return out[..., dh // 2 : dh // 2 + h, dw // 2 : dw // 2 + w]
+
+    def likelihood_of(self, decoder_output: Tensor) -> Distribution:
+        return self.likelihood(self.crop_output(decoder_output))
 
     def _quantizer(self) -> VectorQuantizer:
         c = self.config
@@ -154,7 +196,7 @@ class VQModel(Model):
     def _check_encoder(self, encoder: nn.Module, grid: tuple[int, int]) -> None:
         """The encoder must output code_dim channels on the code grid: a clear error now, not at the first batch."""
         with torch.no_grad():
-            out = encoder(torch.zeros(1, *self.data_shape))
+            out = encoder(torch.zeros(1, self.data_shape[0], *self.padded))
         if out.dim() != 4 or out.shape[1] != self.config.code_dim:
             raise VaelabError(
                 f"the encoder outputs {tuple(out.shape[1:])} per image, but code_dim is {self.config.code_dim}: "
@@ -211,6 +253,8 @@ class VQModel(Model):
         return self.decode_quantized([o.quantized for o in self.quantize(x)]).mean
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
+        if step is None:
+            self.check_data(x)
         outs = self.quantize(x)
         reconstruction = -self.decode_quantized([o.quantized for o in outs]).log_prob(x).mean()
         terms = {"reconstruction": reconstruction}
@@ -222,76 +266,26 @@ class VQModel(Model):
             terms[level_key("perplexity", level)] = out.perplexity
         return Loss(total, terms)
 
-    def metrics(self, x: Tensor) -> dict[str, Tensor]:
-        """Bits/dim bounds: with a uniform prior over the codes and, once trained, with the learned prior."""
-        outs = self.quantize(x)
-        nll = discrete_nll(self.decode_quantized([o.quantized for o in outs]), x)
-        if nll is None:
-            return {}
-        dims = math.prod(self.data_shape) * math.log(2)
-        n_codes = sum(h * w for h, w in self.code_shapes())
-        result = {
-            "reconstruction_discrete": nll.mean(),
-            "bits_per_dim_uniform_prior": (nll.mean() + n_codes * math.log(self.config.codebook_size)) / dims,
-        }
-        if self.code_prior is not None:
-            prior_nll = self.code_prior.nll([o.codes for o in outs])
-            result["prior_nll"] = prior_nll.mean()
-            result["bits_per_dim"] = (nll + prior_nll).mean() / dims
-        return result
-
-    @torch.no_grad()
-    def codebook_usage(self, batches: Iterable[Tensor]) -> dict[str, float | int | bool]:
-        """Codes in use, their share of K, and the perplexity of the code histogram over whole batches (a split)."""
-        counts = [torch.zeros(q.num_codes) for q in self.quantizers().values()]
-        for x in batches:
-            for i, c in enumerate(self.codes(x)):
-                counts[i] += torch.bincount(c.flatten(), minlength=len(counts[i])).cpu().float()
-        result: dict[str, float | int | bool] = {}
-        for level, n in zip(self.levels, counts):
-            result[level_key("codes_in_use", level)] = int((n > 0).sum())
-            result[level_key("codebook_usage", level)] = float((n > 0).float().mean())
-            result[level_key("codebook_perplexity", level)] = float(perplexity(n))
-        result["posterior_collapsed"] = any(int((n > 0).sum()) <= 1 for n in counts)  # one code: x is not coded
-        return result
-
-    def epoch_metrics(self, data: Dataset) -> dict[str, float | list[float]]:
-        """Usage and perplexity of the codes picked in this epoch's training steps; then a fresh histogram."""
-        out: dict[str, float | list[float]] = {}
-        for level, q in self.quantizers().items():
-            out[level_key("codebook_usage", level)] = q.codes_in_use() / q.num_codes
-            out[level_key("codebook_perplexity", level)] = float(q.codebook_perplexity())
-            out[level_key("codebook_histogram", level)] = q.usage_histogram().tolist()
-            q.reset_usage()
-        return out
+    def attach_prior(self, prior: CodeSampler | None, reason: str = "") -> None:
+        """Sample from ``prior`` (a code prior fitted to this model's codes), or record why there is none."""
+        object.__setattr__(self, "code_prior", prior)
+        if reason:
+            self.no_prior_reason = reason
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        """Means of p(x|z_q) for codes drawn from the trained prior."""
+        """Means of p(x|z_q) for codes drawn from the attached prior."""
         if self.code_prior is None:
-            raise VaelabError(f"no prior: run vaelab train-prior {self.run_dir or 'RUN'} first")
-        codes = self.code_prior.sample(n, self.code_shapes())
-        return self.decode_codes(codes).mean
-
-    def figures(self, out: Path, data: Dataset) -> list[Path]:
-        from vaelab.vq_figures import vq_figures
-
-        return vq_figures(out, self, data)
-
-    def load_extras(self, run_dir: Path) -> None:
-        """Attach the prior of RUN/prior/ when ``vaelab train-prior`` has made one."""
-        from vaelab.priors import load_prior
-
-        self.run_dir = Path(run_dir)
-        self.code_prior = load_prior(self.run_dir, self)
+            raise VaelabError(self.no_prior_reason)
+        return self.decode_codes(self.code_prior.sample_codes(n)).mean
 
 
 @MODELS.register("vqvae", "VQ-VAE: strided-conv encoder, vector-quantized code grid, residual decoder; PixelCNN prior")
 class VQVAE(VQModel):
-    def __init__(self, config: VQVAEConfig, data_shape: tuple[int, ...], encoder: nn.Module | None = None) -> None:
-        super().__init__(config, data_shape)
+    def __init__(self, config: VQVAEConfig, data: DataSpec | tuple[int, ...], encoder: nn.Module | None = None) -> None:
+        super().__init__(config, data)
         c = config
-        self.grid = check_divisible(self.data_shape, c.downsample)
+        self.grid = self.grid_after(c.downsample)
         channels = self.data_shape[0]
         self.encoder = encoder or nn.Sequential(
             StridedEncoder(channels, c.hidden_channels, c.residual_channels, c.residual_blocks, c.downsample, self.act),
@@ -311,10 +305,10 @@ class VQVAE(VQModel):
         return [self.grid]
 
     def quantize(self, x: Tensor) -> list[QuantizerOutput]:
-        return [self.quantizer(self.encoder(x))]
+        return [self.quantizer(self.encoder(self.pad_input(x)))]
 
     def decode_quantized(self, quantized: list[Tensor]) -> Distribution:
-        return self.likelihood(self.decoder(quantized[0]))
+        return self.likelihood_of(self.decoder(quantized[0]))
 
 
 @MODELS.register("vqvae2", "VQ-VAE-2: two code levels (top conditions the bottom), decoder from both; PixelCNN priors")
@@ -323,13 +317,18 @@ class VQVAE2(VQModel):
     config: VQVAE2Config
     levels = ("top", "bottom")
 
-    def __init__(self, config: VQVAE2Config, data_shape: tuple[int, ...]) -> None:
-        super().__init__(config, data_shape)
+    def total_steps(self) -> int:
+        return self.config.downsample + self.config.top_downsample
+
+    def steps_name(self) -> str:
+        c = self.config
+        return f"downsample + top_downsample = {c.downsample} + {c.top_downsample}"
+
+    def __init__(self, config: VQVAE2Config, data: DataSpec | tuple[int, ...]) -> None:
+        super().__init__(config, data)
         c, act = config, self.act
-        steps = c.downsample + c.top_downsample
-        what = f"downsample + top_downsample = {c.downsample} + {c.top_downsample}"
-        self.top_grid = check_divisible(self.data_shape, steps, what)  # checks the bottom grid too
-        self.bottom_grid = check_divisible(self.data_shape, c.downsample)
+        self.top_grid = self.grid_after(c.downsample + c.top_downsample)
+        self.bottom_grid = self.grid_after(c.downsample)
         hid, res, blocks, d = c.hidden_channels, c.residual_channels, c.residual_blocks, c.code_dim
         self.encoder_bottom = StridedEncoder(self.data_shape[0], hid, res, blocks, c.downsample, act)
         self.encoder_top = StridedEncoder(hid, hid, res, blocks, c.top_downsample, act)
@@ -352,14 +351,14 @@ class VQVAE2(VQModel):
         return [self.top_grid, self.bottom_grid]
 
     def quantize(self, x: Tensor) -> list[QuantizerOutput]:
-        h_bottom = self.encoder_bottom(x)
+        h_bottom = self.encoder_bottom(self.pad_input(x))
         top = self.quantizer_top(self.pre_top(self.encoder_top(h_bottom)))
         bottom = self.quantizer_bottom(self.pre_bottom(torch.cat([h_bottom, self.decoder_top(top.quantized)], 1)))
         return [top, bottom]
 
     def decode_quantized(self, quantized: list[Tensor]) -> Distribution:
         top, bottom = quantized
-        return self.likelihood(self.decoder(torch.cat([self.upsample_top(top), bottom], 1)))
+        return self.likelihood_of(self.decoder(torch.cat([self.upsample_top(top), bottom], 1)))
 
     @torch.no_grad()
     def reconstruct_levels(self, x: Tensor) -> dict[str, Tensor]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 
 
 @dataclass(frozen=True)

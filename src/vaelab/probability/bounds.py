@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaelab.errors import VaelabError
+from vaelab.core.errors import VaelabError
 
 #: default cap on decoder outputs held at once (elements); bounds memory for large K
 DEFAULT_BUDGET = 2**25

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from torch import Tensor
 from torch.distributions import Distribution
 
-from vaelab.registry import Registry
+from vaelab.core.registry import Registry
 
 Estimator = Callable[[Distribution, Callable[[Tensor], Tensor], int, bool], Tensor]
 

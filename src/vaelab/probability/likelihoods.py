@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Bernoulli, ContinuousBernoulli, Distribution, Independent, Normal
 
-from vaelab.errors import VaelabError
-from vaelab.registry import Registry
+from vaelab.core.errors import VaelabError
+from vaelab.core.registry import Registry
 
 
 class Likelihood(nn.Module):

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, kl_divergence, register_kl
 
-from vaelab.errors import VaelabError
-from vaelab.registry import Registry
+from vaelab.core.errors import VaelabError
+from vaelab.core.registry import Registry
 
 #: smallest posterior standard deviation; keeps log q finite when the encoder saturates
 MIN_SCALE = 1e-4

@@ -1,0 +1,124 @@
+"""A run's config: which model with which options, on which data, trained how (the three sections of config.json).
+
+``TrainConfig`` holds the training loop's options (optimizer, schedule, devices, precision, checkpoints);
+``RunConfig`` joins the model's name and config, the data config, the training config and, once the data has been
+read, the ``DataSpec`` the model was built for. All are frozen: a changed run config is a new object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from vaelab.core.config import make_config
+from vaelab.core.errors import VaelabError
+from vaelab.data import DataConfig
+from vaelab.models import MODELS, DataSpec, ModelConfig
+
+LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 100  # per process; the global batch under --devices N is N times this
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # iwae: Burda et al.'s stages, 3^i epochs at lr * 10^(-i/7)
+    lr_decay: float = 1.0  # exponential schedule: factor per epoch
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global gradient norm; 0 turns clipping off
+    patience: int = 0  # early stopping: epochs without validation improvement; 0 turns it off
+    seed: int = 0
+    device: str = "auto"
+    devices: int = 1  # processes of data-parallel training (DDP)
+    precision: str = "32"
+    log_every: int = 50  # steps between logged (and NaN-checked) training metrics
+    checkpoint_every: int = 500  # steps between training checkpoints (also one each epoch)
+    eval_batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        for key, choices in (("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
+            if getattr(self, key) not in choices:
+                raise VaelabError(f"unknown {key} {getattr(self, key)!r}; choose from: {', '.join(choices)}")
+        for key in ("epochs", "batch_size", "devices", "log_every", "checkpoint_every", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise VaelabError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise VaelabError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.grad_clip < 0 or self.weight_decay < 0 or self.patience < 0:
+            raise VaelabError("grad_clip, weight_decay and patience must be >= 0")
+        if not 0 < self.lr_decay <= 1:
+            raise VaelabError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+
+
+RUN_FORMAT = "vaelab-run"
+RUN_VERSION = 2
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    model_config: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    data_spec: DataSpec | None = None  # what the model was built for, known once the data has been read
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "version": RUN_VERSION,
+            "model": self.model,
+            "model_config": dataclasses.asdict(self.model_config),
+            "data": dataclasses.asdict(self.data),
+            "train": dataclasses.asdict(self.train),
+            "data_spec": self.data_spec.to_dict() if self.data_spec else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
+        if not isinstance(d, dict) or d.get("format") != RUN_FORMAT:
+            raise VaelabError(f'{where} is not a vaelab run config (no "format": "{RUN_FORMAT}")')
+        if d.get("version", 0) > RUN_VERSION:
+            raise VaelabError(f"{where} was written by a newer vaelab (run format {d['version']}); upgrade vaelab")
+        if not isinstance(d.get("model"), str):
+            raise VaelabError(f'{where} names no model (its "model" key is missing); the file is damaged')
+        model_cls = MODELS.get(d["model"])
+        spec = d.get("data_spec")
+        return cls(
+            model=d["model"],
+            model_config=make_config(model_cls.Config, d.get("model_config", {}), "model"),
+            data=make_config(DataConfig, d.get("data", {}), "data"),
+            train=make_config(TrainConfig, d.get("train", {}), "train"),
+            data_spec=DataSpec(tuple(spec["shape"]), int(spec.get("size", 0))) if spec else None,
+        )
+
+
+def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig:
+    """Sort flat options (``beta=4``, ``epochs=3``, ``model.hidden=200,200``) into the three sections.
+
+    A bare key goes to whichever section has it; ``section.key`` names the section explicitly.
+    """
+    model_cls = MODELS.get(model)
+    classes = {"model": model_cls.Config, "data": DataConfig, "train": TrainConfig}
+    sections: dict[str, dict[str, Any]] = {"model": {}, "data": {"name": data}, "train": {}}
+    for key, value in options.items():
+        section, _, name = key.rpartition(".")
+        if section and section not in classes:
+            raise VaelabError(f"unknown config section {section!r} in {key!r}; choose from: model, data, train")
+        owners = (
+            [section] if section else [s for s, c in classes.items() if name in {f.name for f in dataclasses.fields(c)}]
+        )
+        if not owners or name not in {f.name for f in dataclasses.fields(classes[owners[0]])}:
+            valid = sorted(f.name for c in classes.values() for f in dataclasses.fields(c) if f.name != "name")
+            raise VaelabError(f"unknown config key {key!r} for model {model!r}; valid keys: {', '.join(valid)}")
+        sections[owners[0]][name] = value
+    return RunConfig(
+        model=model,
+        model_config=make_config(model_cls.Config, sections["model"], "model"),
+        data=make_config(DataConfig, sections["data"], "data"),
+        train=make_config(TrainConfig, sections["train"], "train"),
+    )
