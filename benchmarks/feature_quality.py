@@ -28,10 +28,9 @@ from pathlib import Path
 
 import torch
 
-from vaelab.runs import make_run_config
 from vaelab.eval.features import fit_probe, probe, probe_data
 from vaelab.presets import get_preset
-from vaelab.runs import load, load_checkpoint, read_config
+from vaelab.runs import load, load_checkpoint, make_run_config, read_config
 from vaelab.training.trainer import train
 
 #: preset -> (published test error in %, the published setting it compares with)
@@ -79,7 +78,7 @@ def main() -> None:
         run_dir = out / name
         if (run_dir / "config.json").exists():  # trained before: reuse it if it is this very configuration
             saved = read_config(run_dir).to_dict()
-            if {**saved, "data_shape": None} != config.to_dict() or not load_checkpoint(run_dir / "checkpoint.pt")[
+            if {**saved, "data_spec": None} != config.to_dict() or not load_checkpoint(run_dir / "checkpoint.pt")[
                 "finished"
             ]:
                 raise SystemExit(f"{run_dir} holds another or an unfinished run; remove it or choose another --out")

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import torch
 
-from vaelab.runs import make_run_config
 from vaelab.eval.evaluate import evaluate_model
 from vaelab.presets import get_preset
-from vaelab.runs import load
+from vaelab.runs import load, make_run_config
 from vaelab.training.trainer import resolve_device, train
 
 PUBLISHED = {
@@ -52,7 +51,7 @@ def run_row(name: str, args: argparse.Namespace, previous: dict | None) -> dict:
     epochs = args.epochs_for.get(name, args.epochs)
     run_dir = args.out / name
     train_s = previous.get("train_s") if previous else None
-    if not (run_dir / "model.safetensors").exists():
+    if not (run_dir / "model" / "model.safetensors").exists():
         options = {**preset.options, "epochs": epochs, "device": args.device, "data_dir": args.data_dir}
         config = make_run_config(preset.model, preset.data, options)
         start = time.perf_counter()

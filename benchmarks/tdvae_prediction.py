@@ -27,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaelab.runs import make_run_config
-from vaelab.presets import get_preset
-from vaelab.runs import load
 from vaelab.eval.sequences import REPEAT_LAST, evaluate_predictions
+from vaelab.presets import get_preset
+from vaelab.runs import load, make_run_config
 from vaelab.training.trainer import resolve_device, train
 
 DATA = ("oscillator", "moving-mnist")
@@ -40,7 +39,7 @@ TDVAE, STEP = "TD-VAE", "delta=1 model"
 
 def train_preset(name: str, seed: int, args: argparse.Namespace) -> tuple[Path, float | None]:
     run_dir = args.out / f"{name}-seed{seed}"
-    if (run_dir / "model.safetensors").exists():
+    if (run_dir / "model" / "model.safetensors").exists():
         return run_dir, None
     preset = get_preset(name)
     options = {**preset.options, "device": args.device, "data_dir": args.data_dir, "seed": seed}

@@ -77,9 +77,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vaelab.runs import make_run_config
+from vaelab.api import finish
 from vaelab.data import load_dataset
 from vaelab.probability.posteriors import MIN_SCALE
+from vaelab.runs import make_run_config
 from vaelab.training.trainer import Trainer, resolve_device
 
 LATENT, HIDDEN, PIXELS = 16, 512, 784
@@ -216,6 +217,7 @@ def vaelab_train(args: argparse.Namespace, epochs: int, steps: int, root: Path, 
     sync(device)
     t0 = time.perf_counter()
     trainer.fit()
+    finish(run_dir)  # the figures, as `vaelab train` draws them after the loop
     sync(device)
     fit = time.perf_counter() - t0
 

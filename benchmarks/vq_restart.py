@@ -17,14 +17,18 @@ import argparse
 import dataclasses
 import json
 import math
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from vaelab.data import DataConfig, load_dataset
+from vaelab.eval.codes import codebook_usage_epoch
 from vaelab.eval.evaluate import evaluate_model
 from vaelab.models import build_model
-from vaelab.priors import PriorConfig, PriorTrainConfig, fit_prior
+from vaelab.runs import make_run_config, save_config, save_weights
+from vaelab.training.prior import train_prior
 
 
 def run(args: argparse.Namespace, data_name: str, restart_after: int) -> dict:
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace, data_name: str, restart_after: int) -> dict:
             loss.total.backward()
             optimizer.step()
             step += 1
-        usage.append(model.epoch_metrics(data)["codebook_usage"])
+        usage.append(codebook_usage_epoch(model, data, step)["codebook_usage"])
     seconds = time.perf_counter() - start
     result = evaluate_model(model.eval(), data, "test")
     row = {
@@ -65,13 +69,17 @@ def run(args: argparse.Namespace, data_name: str, restart_after: int) -> dict:
         "reconstruction_nats": result["reconstruction_discrete"],
         "bits_per_dim_uniform_prior": result["bits_per_dim_uniform_prior"],
     }
-    if args.prior_epochs:
-        pc = PriorConfig(channels=args.prior_channels, layers=args.prior_layers)
-        tc = PriorTrainConfig(epochs=args.prior_epochs, batch_size=64, seed=args.seed)
-        _, prior = fit_prior(model, data, pc, tc)
+    if args.prior_epochs:  # the model is saved as a run so that train-prior can read its codes
+        run_dir = Path(tempfile.mkdtemp(prefix="vq-restart-"))
+        config = make_run_config("vqvae", data_name, {"seed": args.seed, "epochs": 1})
+        save_config(run_dir, dataclasses.replace(config, model_config=model.config, data_spec=model.data))
+        save_weights(run_dir, model)
+        options = {"channels": args.prior_channels, "layers": args.prior_layers, "epochs": args.prior_epochs}
+        prior = train_prior(run_dir, {**options, "batch_size": 64, "seed": args.seed})
+        test_nll = evaluate_model(prior.model, prior.dataset(), "test")["nll"]
         dims = math.prod(data.shape) * math.log(2)
-        row["prior_nll"] = prior["test_nll"]
-        row["bits_per_dim"] = (result["reconstruction_discrete"] + prior["test_nll"]) / dims
+        row["prior_nll"] = test_nll
+        row["bits_per_dim"] = (result["reconstruction_discrete"] + test_nll) / dims
     return row
 
 

@@ -12,8 +12,8 @@ from torch.distributions import Independent, Normal
 
 import vaelab
 from cli_helpers import fails_with, run_cli
-from vaelab.data import DATASETS
 from vaelab.core.errors import VaelabError
+from vaelab.data import DATASETS
 from vaelab.models import MODELS, DataSpec, build_model
 from vaelab.models.beta_tcvae import kl_decomposition, mws_log_densities
 

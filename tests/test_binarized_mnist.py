@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from vaelab.core.errors import VaelabError
 from vaelab.data import DataConfig, load_dataset
 from vaelab.data import binarized_mnist as bm
 from vaelab.data.download import CACHE_ENV, md5
-from vaelab.core.errors import VaelabError
 
 ROWS = {"train": 12, "valid": 5, "test": 10}
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from cli_helpers import fails_with
+from vaelab.core.errors import VaelabError
 from vaelab.data import DataConfig, load_dataset
 from vaelab.data import cifar10 as c10
 from vaelab.data.download import md5
-from vaelab.core.errors import VaelabError
 
 
 def _write_batches(folder, n: int = 6) -> dict[str, np.ndarray]:

@@ -173,8 +173,8 @@ def test_sample_of_a_non_generative_model(capsys, tmp_path):
 
 
 def test_presets_are_valid_and_flags_override_them(capsys, tmp_path):
-    from vaelab.runs import make_run_config
     from vaelab.presets import presets
+    from vaelab.runs import make_run_config
 
     for preset in presets().values():
         make_run_config(preset.model, preset.data, preset.options)  # raises on a stale key or value

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vaelab.core.errors import VaelabError
 from vaelab.data import digits, mnist
 from vaelab.data.base import DATA_ENV, DATASETS, resolve_data_dir
 from vaelab.data.download import CACHE_ENV, fetch, md5
 from vaelab.data.idx import read_idx
-from vaelab.core.errors import VaelabError
 
 N_TRAIN, N_TEST = 6, 4
 

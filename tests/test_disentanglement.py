@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaelab.eval import disentanglement as dis
+from vaelab.core.errors import VaelabError
 from vaelab.data.base import ImageArrays
 from vaelab.data.dsprites import DSprites
 from vaelab.data.factors import FactorValues
-from vaelab.core.errors import VaelabError
+from vaelab.eval import disentanglement as dis
 
 SOURCE = FactorValues((3, 4, 6, 8, 8), names=("shape", "a", "b", "c", "d"), categorical=(True,) + (False,) * 4)
 ROTATION = np.linalg.qr(np.random.default_rng(1).normal(size=(5, 5)))[0]

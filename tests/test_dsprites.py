@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaelab.data.dsprites import DSprites, DSpritesArchive, arrays
 from vaelab.core.errors import VaelabError
+from vaelab.data.dsprites import DSprites, DSpritesArchive, arrays
 
 
 @pytest.fixture(scope="module")

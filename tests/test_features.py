@@ -12,9 +12,17 @@ import torch
 
 import vaelab
 from cli_helpers import fails_with, run_cli
-from vaelab.data import Dataset
 from vaelab.core.errors import VaelabError
-from vaelab.eval.features import C_GRID, fit_probe, linear_probe, probe_data, select_C, sparsity_statistics, treves_rolls
+from vaelab.data import Dataset
+from vaelab.eval.features import (
+    C_GRID,
+    fit_probe,
+    linear_probe,
+    probe_data,
+    select_C,
+    sparsity_statistics,
+    treves_rolls,
+)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from vaelab.probability.corruption import GaussianNoise, Masking, SaltAndPepper, corrupt_inputs
 from vaelab.core.errors import VaelabError
 from vaelab.data import Dataset
 from vaelab.eval.features import PROBE_SEED, denoising
@@ -18,6 +17,7 @@ from vaelab.models import build_model
 from vaelab.models.cae import contraction_exact
 from vaelab.models.ksparse import top_k
 from vaelab.models.sparse import kl_sparsity, l1_sparsity
+from vaelab.probability.corruption import GaussianNoise, Masking, SaltAndPepper, corrupt_inputs
 
 SHAPE = (1, 8, 8)
 
@@ -173,7 +173,8 @@ def test_dae_metrics_on_corrupted_data():
     mse_corrupted, mse_denoised = float(((x_tilde - x) ** 2).mean()), float(((restored - x) ** 2).mean())
     assert m["mse_corrupted"] == pytest.approx(mse_corrupted, rel=1e-5)
     assert m["mse_denoised"] == pytest.approx(mse_denoised, rel=1e-5)
-    assert m["reconstruction_corrupted"] == pytest.approx(float(bce(model.decoder(model.encoder(x_tilde)), x)), rel=1e-5)
+    criterion = float(bce(model.decoder(model.encoder(x_tilde)), x))
+    assert m["reconstruction_corrupted"] == pytest.approx(criterion, rel=1e-5)
     assert m["denoising_gain_db"] == pytest.approx(10 * math.log10(mse_corrupted / mse_denoised), rel=1e-5)
 
 

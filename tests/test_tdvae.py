@@ -17,6 +17,7 @@ from torch.distributions import kl_divergence
 import vaelab
 from cli_helpers import fails_with
 from vaelab.cli import main
+from vaelab.core.errors import VaelabError
 from vaelab.data import DataConfig, load_dataset
 from vaelab.data.sequences import (
     TEST_SEED,
@@ -27,11 +28,10 @@ from vaelab.data.sequences import (
     oscillator,
     render,
 )
-from vaelab.core.errors import VaelabError
+from vaelab.eval.sequences import evaluate_predictions, model_predictions, repeat_last_frame
 from vaelab.models import build_model
 from vaelab.models.tdvae import TDVAE, TDVAEConfig, plan_jumps, stack_sequences
 from vaelab.probability.posteriors import MIN_SCALE
-from vaelab.eval.sequences import evaluate_predictions, model_predictions, repeat_last_frame
 
 LOG_2PI = math.log(2 * math.pi)
 

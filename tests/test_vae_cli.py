@@ -10,12 +10,12 @@ import torch
 
 import vaelab
 from cli_helpers import run_cli
-from vaelab.data import DataConfig, load_dataset
 from vaelab.core.errors import VaelabError
+from vaelab.data import DataConfig, load_dataset
 from vaelab.eval.evaluate import evaluate_model
-from vaelab.viz.latents import interpolation, latent_scatter, manifold
 from vaelab.models import build_model
 from vaelab.runs import load, save_weights
+from vaelab.viz.latents import interpolation, latent_scatter, manifold
 
 
 def test_vae_runs_draw_their_latent_space(vae_run):

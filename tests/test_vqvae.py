@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from vaelab.data import DataConfig, load_dataset
 from vaelab.core.errors import VaelabError
+from vaelab.data import DataConfig, load_dataset
 from vaelab.eval.codes import codebook_usage_epoch, discrete_bounds
 from vaelab.eval.evaluate import evaluate_model
 from vaelab.models import build_model

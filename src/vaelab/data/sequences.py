@@ -184,8 +184,8 @@ class GeneratedSource:
         return self.make(data_dir, **{**self.defaults, **options})
 
 
-def _register(name: str, description: str, shape: tuple[int, ...], source: GeneratedSource) -> None:
-    DATASETS.register(name, description, kind="sequences", shape=shape, options=source.options)(source)
+def _register(name: str, description: str, shape: tuple[int, ...], source: GeneratedSource, **meta: str) -> None:
+    DATASETS.register(name, description, kind="sequences", shape=shape, options=source.options, **meta)(source)
 
 
 _register(
@@ -205,4 +205,5 @@ _register(
     "noisy harmonic oscillator: 1-D noisy positions, 40 frames, random A, phase, w",
     (40, 1),
     GeneratedSource(oscillator_arrays, frames=40, sequences=4000),
+    likelihood="gaussian",  # real-valued signals
 )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -159,7 +158,7 @@ class Model(nn.Module):
 
     # -- persistence --------------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+    def save_pretrained(self, folder: str | os.PathLike) -> os.PathLike:
         """Write FOLDER/config.json and FOLDER/model.safetensors; ``vaelab.from_pretrained(FOLDER)`` rebuilds it."""
         return save_module(
             folder, MODELS.name_of(type(self)), dataclasses.asdict(self.config), self.data.to_dict(), self.state_dict()

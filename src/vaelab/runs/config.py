@@ -14,7 +14,7 @@ from typing import Any
 
 from vaelab.core.config import make_config
 from vaelab.core.errors import VaelabError
-from vaelab.data import DataConfig
+from vaelab.data import DATASETS, DataConfig
 from vaelab.models import MODELS, DataSpec, ModelConfig
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
@@ -100,9 +100,14 @@ class RunConfig:
 def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig:
     """Sort flat options (``beta=4``, ``epochs=3``, ``model.hidden=200,200``) into the three sections.
 
-    A bare key goes to whichever section has it; ``section.key`` names the section explicitly.
+    A bare key goes to whichever section has it; ``section.key`` names the section explicitly. A data set may name
+    the likelihood that fits it (the oscillator's real-valued signals: gaussian); it is the default there.
     """
     model_cls = MODELS.get(model)
+    fitting = DATASETS.entry(data).meta.get("likelihood")
+    if fitting and "likelihood" in {f.name for f in dataclasses.fields(model_cls.Config)}:
+        if not any(k.rpartition(".")[2] == "likelihood" for k in options):
+            options = {"model.likelihood": fitting, **options}
     classes = {"model": model_cls.Config, "data": DataConfig, "train": TrainConfig}
     sections: dict[str, dict[str, Any]] = {"model": {}, "data": {"name": data}, "train": {}}
     for key, value in options.items():

@@ -54,6 +54,7 @@ def codes_of(model: VQModel, x: torch.Tensor, batch_size: int = 500) -> torch.Te
     CODES,
     "the codes of a VQ run's data (train-prior's data): each image's code grids flattened",
     kind="codes",
+    shape=(49,),  # the default: a VQ-VAE's 7x7 grid on MNIST; a run's own codes have its grids' size
     takes_path=True,
 )
 def load_codes(data_dir: Path | None, path: Path | None = None, fingerprint: str | None = None) -> ImageArrays:

@@ -82,6 +82,8 @@ def train(
             )
     elif (run_dir / "config.json").exists():
         raise VaelabError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
+    else:
+        check_kind(config.model, config.data.name)
     world = config.train.devices
     device = resolve_device(config.train.device)
     if world > 1 and device.type == "cuda" and torch.cuda.device_count() < world:

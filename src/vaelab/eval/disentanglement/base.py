@@ -13,25 +13,25 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from vaelab.core.errors import VaelabError
 from vaelab.core.registry import Registry
+from vaelab.data.factors import FactorDataset
 
 Encoder = Callable[[np.ndarray], Any]
 Metric = Callable[..., dict[str, float]]
-REQUIRED = ("factor_names", "factor_sizes", "sample_factors", "sample_fixed", "render")
 
 #: name -> metric function; the metric files register themselves
 METRICS: Registry[Metric] = Registry("disentanglement metric")
 
 
 def check_source(source: object) -> None:
-    """VaelabError unless ``source`` is a data set with ground-truth factors."""
-    missing = [name for name in REQUIRED if not hasattr(source, name)]
-    if missing or not getattr(source, "factor_sizes", None):
+    """VaelabError unless ``source`` is a data set with ground-truth factors (a ``FactorDataset``)."""
+    if not isinstance(source, FactorDataset) or not source.factor_sizes:
         raise VaelabError(
             f"{type(source).__name__} has no ground-truth factors; disentanglement metrics need a data set with "
-            "factors such as dsprites (missing: " + ", ".join(missing or ["factor_sizes"]) + ")"
+            "factors (a vaelab.data.factors.FactorDataset) such as dsprites"
         )
 
 
@@ -65,7 +65,7 @@ def encode_factors(source: Any, encode: Encoder, factors: np.ndarray, batch_size
     codes = []
     for start in range(0, len(factors), batch_size):
         z = encode(source.render(factors[start : start + batch_size]))
-        if hasattr(z, "detach"):
+        if isinstance(z, torch.Tensor):
             z = z.detach().cpu().numpy()
         z = np.asarray(z, dtype=np.float64)
         if z.ndim != 2 or len(z) != len(factors[start : start + batch_size]):

@@ -50,7 +50,7 @@ def sap_score(
     rng = rng_of(seed)
     x_train, y_train = sample_codes(source, encode, num_train, rng, 1024)
     x_test, y_test = sample_codes(source, encode, num_test, rng, 1024)
-    categorical = getattr(source, "categorical", None) or (False,) * len(source.factor_sizes)
+    categorical = source.categorical or (False,) * len(source.factor_sizes)
     scores = sap_matrix(x_train, y_train[:, chosen], x_test, y_test[:, chosen], [categorical[k] for k in chosen])
     top = np.sort(scores, axis=0)[::-1]
     second = top[1] if len(top) > 1 else np.zeros(top.shape[1])
