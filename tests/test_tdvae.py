@@ -467,7 +467,8 @@ def test_cli_bad_inputs(capsys, tmp_path):
     fails_with(
         capsys,
         "choose --set likelihood=gaussian",
-        *("train", "tdvae", "--data", "oscillator", "--set", "sequences=40", "--out", str(tmp_path / "b")),
+        *("train", "tdvae", "--data", "oscillator", "--set", "sequences=40", "--set", "likelihood=bernoulli"),
+        *("--out", str(tmp_path / "b")),
     )
     fails_with(capsys, "tdvae models sequences", "train", "tdvae", "--data", "digits", "--out", str(tmp_path / "d"))
 

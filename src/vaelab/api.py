@@ -4,34 +4,34 @@ model, ``evaluate`` it, ``train_prior`` for a VQ run."""
 from __future__ import annotations
 
 import os
-import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from vaelab.runs import Run, load, make_run_config
+from vaelab.training.distributed import launched
 from vaelab.training.prior import train_prior as _train_prior
 from vaelab.training.trainer import train as _train
 from vaelab.viz import training_figures
 from vaelab.viz.vq import prior_samples
 
 
-def default_run_dir(model: str, data: str) -> Path:
-    return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def finish(run_dir: str | os.PathLike) -> Run:
-    """The finished run, loaded, with its figures drawn (RUN/figures)."""
+def finish(run_dir: str | os.PathLike) -> Run | None:
+    """The finished run, loaded, with its figures drawn (RUN/figures); None on the other ranks of a launcher's group
+    (rank 0 alone writes the run folder)."""
+    launch = launched()
+    if launch is not None and launch.rank != 0:
+        return None
     run = load(run_dir)
     training_figures(run.path, run.model, run.dataset())
     return run
 
 
 def train(model: str, data: str = "digits", out: str | os.PathLike | None = None, **options: Any) -> Run:
-    """Train a registered model, e.g. ``vaelab.train("vae", "mnist", epochs=5, latent_dim=32, beta=2)``."""
+    """Train a registered model, e.g. ``vaelab.train("vae", "mnist", epochs=5, latent_dim=32, beta=2)``; ``out``
+    None trains into a fresh folder runs/MODEL-DATA-TIME."""
     config = make_run_config(model, data, options)
-    return finish(_train(config, out or default_run_dir(model, data)))
+    return finish(_train(config, out))
 
 
 def resume(run_dir: str | os.PathLike, epochs: int | None = None) -> Run:

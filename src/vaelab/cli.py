@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vaelab.api import default_run_dir, finish, train_prior
+from vaelab.api import finish, train_prior
 from vaelab.core.config import parse_assignments
-from vaelab.core.errors import VaelabError
+from vaelab.core.errors import Interrupted, VaelabError
 from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
 from vaelab.eval.disentanglement import run_disentanglement
@@ -54,9 +54,8 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "--resume continues a run with its own config.json; give no model or options with it "
                 "(only --epochs N, to train it on to N epochs in all)"
             )
-        console.print(f"resuming {args.resume}")
         run_dir = train(None, args.resume, resume=True, epochs=args.epochs)
-        finish(run_dir)
+        run = finish(run_dir)
     else:
         model, data, options = args.model, args.data, {}
         if args.preset:
@@ -69,10 +68,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         options.update({SHORTHANDS[k]: v for k, v in given.items()})
         options.update(parse_assignments(args.set))
         config = make_run_config(model, data or "digits", options)
-        run_dir = Path(args.out) if args.out else default_run_dir(model, config.data.name)
-        console.print(f"training {model} on {config.data.name} into {run_dir}")
-        finish(train(config, run_dir))
-    console.print(f"done: {run_dir}   next: vaelab eval {run_dir}")
+        run_dir = train(config, args.out)
+        run = finish(run_dir)
+    if run is not None:  # rank 0 of a launcher's group, or the only process
+        console.print(f"next: vaelab eval {run_dir}", soft_wrap=True)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -389,11 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Interrupted as e:
+        Console(stderr=True, soft_wrap=True).print(f"vaelab: {escape(str(e))}", highlight=False)
+        return e.exit_code
     except VaelabError as e:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]vaelab: error:[/] {escape(str(e))}", highlight=False)
-        return 2
-    except KeyboardInterrupt:
-        Console(stderr=True).print("vaelab: interrupted")
+        return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training (eval, metrics, ...): nothing to save
+        Console(stderr=True).print("vaelab: interrupted (Ctrl-C)")
         return 130
     return 0
 

@@ -12,6 +12,7 @@ nothing of them.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -24,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from vaelab.core.errors import VaelabError
+from vaelab.core.errors import VaelabError, WriteError
 
 MODULE_FORMAT = "vaelab-module"
 MODULE_VERSION = 1
@@ -32,22 +33,60 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 
 
+#: the suffix of atomic writes' temporary files (``.NAME.XXXXXXXX.tmp`` beside NAME); a killed write leaves one
+TEMP_SUFFIX = ".tmp"
+
+
+def write_failure(path: Path, error: BaseException) -> WriteError:
+    """One line naming the file and what to do, for an OSError or a C++ stream error of torch.save."""
+    code = getattr(error, "errno", None)
+    if code == errno.ENOSPC or "No space" in str(error):
+        why = "no space is left on the device; free some space, or write to another disk"
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = f"{os.strerror(code)}: the folder is read-only or not yours; make it writable, or write elsewhere"
+    elif isinstance(error, OSError) and error.strerror:
+        why = error.strerror
+    else:  # torch.save's stream errors (basic_ios::clear, "file write failed") say nothing of the cause
+        why = f"the write failed ({str(error).splitlines()[0][:120]}); is the disk full or the folder read-only?"
+    return WriteError(f"cannot write {path}: {why}")
+
+
 def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     """Write through a temporary file in the same folder and rename: readers never see half a file.
 
-    The file gets the permissions of an ordinary new file (the umask applies), not mkstemp's 0600."""
+    The file gets the permissions of an ordinary new file (the umask applies), not mkstemp's 0600. A full disk or a
+    read-only folder raises ``WriteError`` (one line), and the previous version of the file stays as it was."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        os.close(fd)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise write_failure(path, e) from None
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp is not None and os.path.exists(tmp):
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed atomic writes left in ``folder`` (call it holding the folder's lock)."""
+    removed = []
+    for p in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if p.is_file():
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -58,7 +97,10 @@ def write_text(path: Path, text: str) -> Path:
 def save_module(folder: str | os.PathLike, name: str, config: dict, data: dict, state: dict[str, torch.Tensor]) -> Path:
     """Write a module folder; returns it. The weights go first, so a folder with a config always has weights."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise write_failure(folder, e) from None
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     meta = {"format": MODULE_FORMAT, "name": name, "weights_id": uuid.uuid4().hex}
     atomic_write(folder / WEIGHTS, lambda p: save_file(tensors, p, metadata=meta))

@@ -1,4 +1,9 @@
-"""Where training metrics go: metrics.jsonl, TensorBoard and a rich progress bar (terminals only)."""
+"""Where training metrics go: metrics.jsonl (rows written whole, one line each), TensorBoard, RUN/train.log, and
+the progress display (``vaelab.core.progress``: a bar with the ETA on a terminal, a plain line every 30 s off one).
+
+A resume starts from a checkpoint that vouches for the first ``rows`` rows of metrics.jsonl: the file is cut back
+to them (and TensorBoard's events from the checkpoint's step on are purged), so every step appears once.
+"""
 
 from __future__ import annotations
 
@@ -7,62 +12,83 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.tensorboard import SummaryWriter
+
+from vaelab.core.pretrained import write_failure
+from vaelab.core.progress import Progress
+from vaelab.runs.folder import LOG, METRICS, metrics_rows, truncate_metrics
+
+SHOWN = ("loss", "reconstruction", "kl", "elbo")  # the status line's terms first, when a model has them
 
 
 class Monitor:
     """Rank 0's logger. Costs nothing per step beyond a progress advance; values arrive per interval."""
 
-    def __init__(self, run_dir: Path, total_steps: int, done_steps: int, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        total_steps: int,
+        done_steps: int,
+        rows: int | None = 0,
+        enabled: bool = True,
+        title: str = "training",
+    ) -> None:
         self.enabled = enabled
-        self.console = Console(stderr=True)
-        self._jsonl = open(run_dir / "metrics.jsonl", "a") if enabled else None
+        self.rows = rows or 0
+        self._jsonl = None
         self._tb = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(str(run_dir / "tb"))
-        self._progress = None
-        if enabled and self.console.is_terminal:
-            self._progress = Progress(
-                TextColumn("[bold]epoch {task.fields[epoch]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.description}"),
-                console=self.console,
-                refresh_per_second=2,  # each refresh costs ~1 ms of the training thread
-            )
-            self._task = self._progress.add_task("", total=total_steps, completed=done_steps, epoch=0)
-            self._progress.start()
+        self.progress = Progress(total_steps, "epoch 1", "steps", done_steps, Path(run_dir) / LOG, enabled=enabled)
+        if not enabled:
+            return
+        self.progress.print(title)
+        path = Path(run_dir) / METRICS
+        try:
+            if rows is None:  # a checkpoint that counted no rows (an earlier vaelab): keep what is there
+                self.rows = len(metrics_rows(path, warn=False))
+            elif done_steps or path.exists():
+                truncate_metrics(run_dir, rows)
+            self._jsonl = open(path, "a")
+        except OSError as e:
+            raise write_failure(path, e) from None
+        self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=done_steps if done_steps else None)
 
     def advance(self, epoch: int) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, advance=1, epoch=epoch)
+        if self.enabled:
+            if self.progress.description != f"epoch {epoch}":
+                self.progress.describe(f"epoch {epoch}")
+            self.progress.advance()
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         record = {**record, "time": time.time()}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        line = json.dumps(record) + "\n"
+        try:
+            self._jsonl.write(line)  # one write of a whole row; a kill mid-write leaves a partial line at worst
+            self._jsonl.flush()
+        except OSError as e:
+            raise write_failure(Path(self._jsonl.name), e) from None
+        self.rows += 1
         split, step = record.get("split", "train"), record["step"]
         for key, value in record.items():
             if key not in ("split", "step", "epoch", "time") and isinstance(value, (int, float)):
                 self._tb.add_scalar(f"{split}/{key}", value, step)
-        if self._progress is not None and split == "train":
-            shown = {k: v for k, v in record.items() if k not in ("split", "step", "epoch", "time", "lr")}
-            self._progress.update(self._task, description="  ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+        if split == "train":
+            keys = [k for k in SHOWN if k in record] + [k for k in record if k not in (*SHOWN, *IGNORED)]
+            self.progress.status("  ".join(f"{k} {record[k]:.4g}" for k in keys if isinstance(record[k], float)))
+        elif split == "val":
+            shown = "  ".join(f"{k} {record[k]:.4g}" for k in SHOWN if k in record)
+            self.progress.print(f"epoch {record['epoch']}: validation {shown}")
 
     def print(self, message: str) -> None:
-        if self.enabled:
-            self.console.print(message, highlight=False)
+        self.progress.print(message)
 
     def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self.progress.close()
         if self._tb is not None:
             self._tb.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+IGNORED = ("split", "step", "epoch", "time", "lr", "samples_per_s")

@@ -1,8 +1,15 @@
-"""One training loop for every model: Adam, LR schedule, clipping, early stopping, checkpoints, DDP.
+"""One training loop for every model: Adam over the model's parameter groups, LR schedule, clipping, early stopping,
+checkpoints, DDP (spawned locally or joined from a launcher such as torchrun), and a run folder that survives any
+kill.
 
-The step does no host-device synchronization: loss terms are summed on the device and read (and
-checked for NaN/inf) only every ``log_every`` steps. Under ``devices > 1`` each process runs this
-loop on its slice of every global batch, and DistributedDataParallel averages the gradients.
+The step does no host-device synchronization: loss terms are summed on the device and read (and checked for
+NaN/inf) only every ``log_every`` steps. Under ``devices > 1`` each process runs this loop on its slice of every
+global batch, and DistributedDataParallel averages the gradients; every rank draws its own noise.
+
+The run folder is always resumable or finished (``vaelab.runs.folder``): the folder is claimed with a lock that dies
+with its process; the first checkpoint is written before anything else; config.json changes only together with the
+checkpoint that makes it true (the checkpoint carries the run config); Ctrl-C and SIGTERM checkpoint and stop with the
+resume command (exit codes 130 and 143); a resume truncates metrics.jsonl to the rows its checkpoint vouches for.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ import dataclasses
 import math
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -23,7 +29,7 @@ import torch.multiprocessing as mp
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
-from vaelab.core.errors import VaelabError
+from vaelab.core.errors import Interrupted, VaelabError, WriteError
 from vaelab.data import DATASETS, Dataset, load_dataset
 from vaelab.models import MODELS, DataSpec, Model, build_model
 from vaelab.runs import (
@@ -37,14 +43,23 @@ from vaelab.runs import (
     save_config,
     save_weights,
 )
+from vaelab.runs.folder import Claim, claim, default_run_name, has_run
+from vaelab.training.distributed import (
+    Launch,
+    broadcast_object,
+    free_port,
+    gather_objects,
+    init_group,
+    launched,
+    rank_seed,
+    rng_state,
+    set_rng_state,
+)
 from vaelab.training.hooks import EPOCH_METRICS
 from vaelab.training.monitor import Monitor
 
 EVAL_SEED = 2024  # validation noise is drawn from its own seeded stream, so it never shifts training
-
-
-class Interrupted(VaelabError):
-    """Ctrl-C: the state was checkpointed and the run can be resumed."""
+SIGNALS = {signal.SIGINT: ("interrupted (Ctrl-C)", 130), signal.SIGTERM: ("terminated (SIGTERM)", 143)}
 
 
 class NonFiniteLoss(VaelabError):
@@ -59,55 +74,122 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resume_hint(run_dir: Path) -> str:
+    return f"resume with: vaelab train --resume {run_dir}"
+
+
+class StopSignal:
+    """SIGINT and SIGTERM, caught in the main thread. Before the loop runs they stop at once (nothing to save);
+    once it runs (``armed``) they set a flag the loop reads at the next step boundary, checkpoints and stops.
+    A second signal while armed stops at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.armed = False
+        self.run_dir: Path | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.armed and self.signum is None:
+            self.signum = signum
+            return
+        raise self.interrupted(signum)
+
+    def interrupted(self, signum: int | None = None) -> Interrupted:
+        what, code = SIGNALS[signum or self.signum or signal.SIGINT]
+        where = f"; {resume_hint(self.run_dir)}" if self.run_dir is not None and has_run(self.run_dir) else ""
+        return Interrupted(f"{what}{where}", code)
+
+
 def train(
-    config: RunConfig | None, run_dir: str | os.PathLike, resume: bool = False, epochs: int | None = None
+    config: RunConfig | None,
+    run_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    epochs: int | None = None,
 ) -> Path:
-    """Train ``config`` into ``run_dir``, or continue the run there (``resume``, config read from it).
+    """Train ``config`` into ``run_dir`` (None: a fresh folder runs/MODEL-DATA-TIME), or continue the run there
+    (``resume``: its config comes from its checkpoint); returns the run folder.
 
     ``epochs`` with ``resume`` trains a run, finished or not, on to that many epochs in all: the same weights as a
     run started with that many (the data order and the step-wise learning rate do not depend on the length; a
-    cosine schedule does, so it is refused)."""
-    run_dir = Path(run_dir)
+    cosine schedule does, so it is refused). Launched by torchrun (or any launcher that sets RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR, MASTER_PORT), every process calls this and they join one process group."""
     if epochs is not None and not resume:
         raise VaelabError("epochs= here extends a resumed run; give a new run its epochs in its config")
-    if resume:
-        config = read_config(run_dir)
-        state = load_checkpoint(run_dir / CHECKPOINT)
-        if epochs is not None and epochs != config.train.epochs:
-            config = _extend(config, state, run_dir, epochs)
-        elif state.get("finished"):
-            raise VaelabError(
-                f"run {run_dir} already finished its {config.train.epochs} epochs; nothing to resume "
-                f"(train it on with --resume {run_dir} --epochs N, N > {config.train.epochs})"
-            )
-    elif (run_dir / "config.json").exists():
-        raise VaelabError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or pick another --out")
-    else:
+    if resume and run_dir is None:
+        raise VaelabError("resume needs the run folder")
+    if not resume:
         check_kind(config.model, config.data.name)
-    world = config.train.devices
-    device = resolve_device(config.train.device)
-    if world > 1 and device.type == "cuda" and torch.cuda.device_count() < world:
-        raise VaelabError(f"--devices {world} needs {world} GPUs, but {torch.cuda.device_count()} are visible")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if world == 1:
-        Trainer(config, run_dir, device, resume).fit()
-    else:
-        port = _free_port()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers checkpoint on Ctrl-C
-        try:
-            mp.spawn(_worker, args=(world, port, config, run_dir, device.type, resume), nprocs=world, join=True)
-        except mp.ProcessRaisedException as e:
-            last = str(e).strip().splitlines()[-1]
-            if "vaelab" in last and ("Error" in last or "Interrupted" in last or "NonFinite" in last):
-                raise VaelabError(last.split(": ", 1)[-1]) from None
-            raise
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    return run_dir
+    launch = launched()
+    if launch is not None:
+        return _train_launched(config, run_dir, resume, epochs, launch)
+    with StopSignal() as stop:
+        folder = Path(run_dir) if run_dir is not None else default_run_name(config.model, config.data.name)
+        with claim(folder, resume, unique=run_dir is None) as held:
+            stop.run_dir = held.run_dir
+            try:
+                config, state = prepare(config, held.run_dir, resume, epochs)
+                world = config.train.devices
+                device = resolve_device(config.train.device)
+                if world > 1 and device.type == "cuda" and torch.cuda.device_count() < world:
+                    raise VaelabError(
+                        f"--devices {world} needs {world} GPUs, but {torch.cuda.device_count()} are visible"
+                    )
+                if world == 1:
+                    Trainer(config, held.run_dir, device, state, stop=stop).fit()
+                else:
+                    _spawn(config, held.run_dir, device, state, stop)
+            except BaseException:
+                held.undo()  # a run that never reached its first checkpoint leaves nothing behind
+                raise
+    return held.run_dir
+
+
+def prepare(
+    config: RunConfig | None, run_dir: Path, resume: bool, epochs: int | None
+) -> tuple[RunConfig, dict[str, Any] | None]:
+    """The run config and, for a resume, the checkpoint to continue from (config.json healed from it)."""
+    if not resume:
+        return config, None
+    if not has_run(run_dir):
+        raise VaelabError(
+            f"{run_dir} has no training checkpoint ({CHECKPOINT}): it holds no run that can be resumed; start it "
+            "again with the command that made it (the folder may be reused)"
+        )
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    config = RunConfig.from_dict(state["config"], f"{run_dir / CHECKPOINT}") if "config" in state else None
+    try:
+        on_disk = read_config(run_dir)
+    except VaelabError:
+        on_disk = None
+    config = config or on_disk
+    if config is None:
+        raise VaelabError(f"{run_dir} has a checkpoint but no readable config.json; it cannot be resumed")
+    if on_disk is None or on_disk.to_dict() != config.to_dict():
+        save_config(run_dir, config)  # a kill between the checkpoint and config.json: the checkpoint is the truth
+    if epochs is not None and epochs != config.train.epochs:
+        config = _extend(config, state, run_dir, epochs)
+    elif state.get("finished"):
+        raise VaelabError(
+            f"run {run_dir} already finished its {config.train.epochs} epochs; nothing to resume "
+            f"(train it on with --resume {run_dir} --epochs N, N > {config.train.epochs})"
+        )
+    return config, state
 
 
 def _extend(config: RunConfig, state: dict[str, Any], run_dir: Path, epochs: int) -> RunConfig:
-    """Set a resumed run's length to ``epochs`` in its config.json, after checking that it can go on."""
+    """A resumed run's config with ``epochs`` epochs, after checking that it can go on. config.json keeps the old
+    length until the first checkpoint of the extension is written."""
     tc = config.train
     done = int(state["epoch"])
     if epochs <= done:
@@ -119,20 +201,64 @@ def _extend(config: RunConfig, state: dict[str, Any], run_dir: Path, epochs: int
         )
     if tc.patience and state["bad_epochs"] >= tc.patience:
         raise VaelabError(f"run {run_dir} stopped early (no validation improvement for {tc.patience} epochs)")
-    extended = dataclasses.replace(config, train=dataclasses.replace(tc, epochs=epochs))
-    save_config(run_dir, extended)
-    return extended
+    return dataclasses.replace(config, train=dataclasses.replace(tc, epochs=epochs))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# -- processes ---------------------------------------------------------------------------------------------------
 
 
-def _worker(rank: int, world: int, port: int, config: RunConfig, run_dir: Path, device_type: str, resume: bool) -> None:
-    backend = "nccl" if device_type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+def _spawn(config: RunConfig, run_dir: Path, device: torch.device, state: dict | None, stop: StopSignal) -> None:
+    """``--devices N`` without a launcher: N local processes meet on 127.0.0.1. Ctrl-C reaches every worker (one
+    process group); a SIGTERM to this process is passed on to them; a lost worker ends the run with one line."""
+    world = config.train.devices
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    port = free_port()
+    args = (world, port, config, run_dir, device.type, state, errors)
+    processes = mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn")
+    previous = {s: signal.getsignal(s) for s in SIGNALS}
+
+    def forward(signum: int, frame: object) -> None:
+        stop.signum = stop.signum or signum
+        for p in processes.processes:
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C reaches the workers themselves
+        signal.signal(signal.SIGTERM, forward)
+    try:
+        while not processes.join(timeout=1.0):
+            pass
+    except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
+        if not errors.empty():
+            kind, message, code = errors.get()
+            raise {"Interrupted": Interrupted, "NonFiniteLoss": NonFiniteLoss}.get(kind, VaelabError)(
+                *((message, code) if kind == "Interrupted" else (message,))
+            ) from None
+        if isinstance(e, mp.ProcessExitedException):
+            how = f"was killed by {signal.Signals(-e.exit_code).name}" if e.exit_code < 0 else f"exited {e.exit_code}"
+            raise VaelabError(
+                f"training process {e.error_index} of {world} {how}; the others were stopped and the last "
+                f"checkpoint is kept: {resume_hint(run_dir)}"
+            ) from None
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _worker(
+    rank: int,
+    world: int,
+    port: int,
+    config: RunConfig,
+    run_dir: Path,
+    device_type: str,
+    state: dict | None,
+    errors: Any,
+) -> None:
+    init_group(device_type, rank, world, "127.0.0.1", port)
     try:
         if device_type == "cuda":
             torch.cuda.set_device(rank)
@@ -140,9 +266,88 @@ def _worker(rank: int, world: int, port: int, config: RunConfig, run_dir: Path, 
         else:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
             device = torch.device("cpu")
-        Trainer(config, run_dir, device, resume, rank, world).fit()
+        with StopSignal() as stop:
+            stop.run_dir = run_dir
+            Trainer(config, run_dir, device, state, rank, world, stop).fit()
+    except VaelabError as e:
+        errors.put((type(e).__name__, str(e), e.exit_code))
+        raise SystemExit(e.exit_code) from None
     finally:
         dist.destroy_process_group()
+
+
+def _train_launched(
+    config: RunConfig | None, run_dir: str | os.PathLike | None, resume: bool, epochs: int | None, launch: Launch
+) -> Path:
+    """One process of a launcher's group (torchrun, srun): rank 0 claims the folder and reads the checkpoint, and
+    every rank receives the config and the checkpoint from it (no shared file system needed)."""
+    if run_dir is None:
+        raise VaelabError("under a launcher (torchrun, srun) every rank must write into the same folder: pass --out")
+    if config is not None and config.train.devices not in (1, launch.world):
+        raise VaelabError(
+            f"--devices {config.train.devices} disagrees with the launcher's WORLD_SIZE={launch.world}; drop --devices "
+            "(the launcher decides the processes)"
+        )
+    device = resolve_device(config.train.device if config is not None else "auto")
+    if device.type == "cuda":
+        torch.cuda.set_device(launch.local_rank)
+        device = torch.device("cuda", launch.local_rank)
+    init_group(device.type, launch.rank, launch.world, launch.master_addr, launch.master_port)
+    run_dir = Path(run_dir)
+    try:
+        with StopSignal() as stop:
+            stop.run_dir = run_dir
+            if launch.rank == 0:
+                with claim(run_dir, resume) as held:
+                    outcome = _prepare_launched(config, run_dir, resume, epochs, launch)
+                    broadcast_object(outcome, 0)
+                    _fit_launched(outcome, run_dir, device, launch, stop, held)
+            else:
+                _fit_launched(broadcast_object(None, launch.rank), run_dir, device, launch, stop, None)
+    finally:
+        dist.destroy_process_group()
+    return run_dir
+
+
+def _prepare_launched(config, run_dir, resume, epochs, launch):
+    try:
+        config, state = prepare(config, run_dir, resume, epochs)
+    except VaelabError as e:
+        return {"error": str(e)}
+    if config.train.devices != launch.world:
+        if state is not None:
+            return {
+                "error": f"run {run_dir} was trained by {config.train.devices} processes; resume it with as many "
+                f"(the launcher started {launch.world})"
+            }
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, devices=launch.world))
+    return {"config": config, "state": state}
+
+
+def _fit_launched(outcome, run_dir, device, launch, stop, held: Claim | None) -> None:
+    if "error" in outcome:
+        raise VaelabError(outcome["error"])
+    try:
+        Trainer(outcome["config"], run_dir, device, outcome["state"], launch.rank, launch.world, stop).fit()
+    except BaseException:
+        if held is not None:
+            held.undo()
+        raise
+
+
+def check_kind(model: str, data: str) -> None:
+    """Refuse a model on data of a kind it is not built for, naming the data sets of the kinds it takes."""
+    kinds = MODELS.get(model).data_kinds
+    kind = DATASETS.entry(data).meta.get("kind", "images")
+    if kind not in kinds:
+        fits = [e.name for e in DATASETS if e.meta.get("kind", "images") in kinds]
+        raise VaelabError(
+            f"{model} models {' or '.join(kinds)}, but {data} holds {kind}; choose a data set of its kind: "
+            f"{', '.join(fits) or '(none built in)'}"
+        )
+
+
+# -- the trainer -------------------------------------------------------------------------------------------------
 
 
 class Trainer:
@@ -151,12 +356,14 @@ class Trainer:
         config: RunConfig,
         run_dir: Path,
         device: torch.device,
-        resume: bool = False,
+        state: dict[str, Any] | None = None,
         rank: int = 0,
         world: int = 1,
+        stop: StopSignal | None = None,
     ) -> None:
-        self.config, self.run_dir, self.device = config, run_dir, device
+        self.config, self.run_dir, self.device = config, Path(run_dir), device
         self.rank, self.world = rank, world
+        self.stop = stop or StopSignal()
         tc = config.train
         torch.manual_seed(tc.seed)
         model_cls = MODELS.get(config.model)
@@ -172,6 +379,8 @@ class Trainer:
         self.config = config = dataclasses.replace(config, data_spec=spec)
         self.model: Model = build_model(config.model, spec, config.model_config).to(device)
         self.model.check_data(self.data.train)
+        if rank > 0:  # rank 0 keeps the run's stream; the others draw their own noise
+            torch.manual_seed(rank_seed(tc.seed, rank))
         self.steps_per_epoch = self.data.steps_per_epoch(tc.batch_size * world)
         self.total_steps = self.steps_per_epoch * tc.epochs
         # the fused kernel updates all parameters in one C++ pass (784-512-16 VAE, 1 CPU thread: 7.4 vs 11.9 ms/step)
@@ -185,13 +394,13 @@ class Trainer:
         self.best_val, self.bad_epochs, self.best_epoch = math.inf, 0, -1
         self.autocast_dtype = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[tc.precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
-        if resume:
-            self._restore(load_checkpoint(run_dir / CHECKPOINT))
-        elif rank == 0:
-            save_config(run_dir, config)
+        self.metrics_rows: int | None = 0
+        self.resumed = state is not None
+        if state is not None:
+            self._restore(state)
         self.net = DistributedDataParallel(self.model) if world > 1 else self.model
-        self._stop = False
-        self._last_good_step = self.step
+        self._last_checkpoint = self.step
+        self.monitor: Monitor | None = None
 
     def _lr_factor(self, step: int) -> float:
         tc = self.config.train
@@ -208,24 +417,29 @@ class Trainer:
 
     def fit(self) -> None:
         tc = self.config.train
-        monitor = Monitor(self.run_dir, self.total_steps, self.step, enabled=self.rank == 0)
+        if not self.resumed:
+            self._checkpoint()  # the first file that makes the folder a run: before anything refers to it
+        what = f"training {self.config.model} on {self.config.data.name} into {self.run_dir}"
+        self.monitor = monitor = Monitor(
+            self.run_dir, self.total_steps, self.step, self.metrics_rows, enabled=self.rank == 0, title=what
+        )
         for note in self.model.notes:
             monitor.print(f"note: {note}")
-        previous_handler = self._catch_interrupt()
+        self.stop.armed = True
         try:
-            if self.step == 0 and self.rank == 0:
-                self._checkpoint()  # a run folder is resumable from its first moment
             self._train(monitor)
-            if self.rank == 0:
-                self._finish(monitor)
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; resume with: vaelab train --resume {self.run_dir}") from None
+            self._checkpoint(finished=True)
+            if tc.patience and self.bad_epochs >= tc.patience:
+                monitor.print(f"early stopping: no validation improvement for {tc.patience} epochs")
+            monitor.print(f"done: {self.run_dir}")
+        except WriteError as e:
+            raise WriteError(
+                f"{e}; the last checkpoint (step {self._last_checkpoint}) is intact: {resume_hint(self.run_dir)} "
+                "once the disk can take it"
+            ) from None
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            self.stop.armed = False
             monitor.close()
-        if tc.patience and self.bad_epochs >= tc.patience:
-            monitor.print(f"early stopping: no validation improvement for {tc.patience} epochs")
 
     def _train(self, monitor: Monitor) -> None:
         tc = self.config.train
@@ -249,32 +463,25 @@ class Trainer:
                 self.step += 1
                 self.batch_in_epoch += 1
                 monitor.advance(self.epoch + 1)
-                if self.step % tc.log_every == 0 or self.batch_in_epoch == self.steps_per_epoch:
+                epoch_end = self.batch_in_epoch == self.steps_per_epoch
+                if self.step % tc.log_every == 0 or epoch_end:
                     if self.world > 1:
                         dist.all_reduce(sums)
                         sums /= self.world
                     means = self._check(names, sums / count)
                     rate = seen / (time.perf_counter() - t0)
                     lr = self.scheduler.get_last_lr()[0]
-                    monitor.log(
-                        {
-                            "split": "train",
-                            "step": self.step,
-                            "epoch": self.epoch,
-                            **means,
-                            "samples_per_s": rate,
-                            "lr": lr,
-                        }
-                    )
+                    record = {"split": "train", "step": self.step, "epoch": self.epoch, **means}
+                    monitor.log({**record, "samples_per_s": rate, "lr": lr})
                     sums, count, t0, seen = None, 0, time.perf_counter(), 0
                     if self._should_stop():
                         self._checkpoint()
-                        raise KeyboardInterrupt
-                    if self.step - self._last_good_step >= tc.checkpoint_every:
-                        self._checkpoint()
-                elif self.world == 1 and self._stop:
+                        raise self.stop.interrupted()
+                elif self.world == 1 and self.stop.signum is not None:
                     self._checkpoint()
-                    raise KeyboardInterrupt
+                    raise self.stop.interrupted()
+                if not epoch_end and self.step - self._last_checkpoint >= tc.checkpoint_every:
+                    self._checkpoint()  # every checkpoint_every steps; the epoch's end writes its own
             self.epoch += 1
             self.batch_in_epoch = 0
             self.epoch_rng_state = self.data_rng.get_state()  # a resume from this epoch's end draws the next order
@@ -304,11 +511,19 @@ class Trainer:
             self._restore_last_good()
             raise NonFiniteLoss(
                 f"training stopped at step {self.step}: the loss term(s) {', '.join(bad)} became non-finite "
-                f"({', '.join(f'{k}={values[k]}' for k in bad)}). The last good state (step {self._last_good_step}) "
-                f"is kept in {self.run_dir}/checkpoint.pt and model.safetensors; "
-                "try a lower --lr, --set grad_clip=1, or --precision 32"
+                f"({', '.join(f'{k}={values[k]}' for k in bad)}). The last good state (step {self._last_checkpoint}) "
+                f"is kept in {self.run_dir}/{CHECKPOINT} and {MODEL_DIR}/; try {self._nan_advice()}"
             )
         return values
+
+    def _nan_advice(self) -> str:
+        tc = self.config.train
+        advice = [f"a lower --lr (now {tc.lr:g})"]
+        if not tc.grad_clip:
+            advice.append("--set grad_clip=1")
+        if tc.precision != "32":
+            advice.append("--precision 32")
+        return ", ".join(advice[:-1]) + (" or " if len(advice) > 1 else "") + advice[-1]
 
     @torch.no_grad()
     def _validate(self, monitor: Monitor) -> None:
@@ -331,7 +546,8 @@ class Trainer:
         if not math.isfinite(val):
             self._restore_last_good()
             raise NonFiniteLoss(
-                f"the validation loss became non-finite at epoch {self.epoch}; the last good state is kept"
+                f"the validation loss became non-finite at epoch {self.epoch}; the last good state (step "
+                f"{self._last_checkpoint}) is kept; try {self._nan_advice()}"
             )
         monitor.log({"split": "val", "step": self.step, "epoch": self.epoch, **means})
         if val < self.best_val:
@@ -353,10 +569,11 @@ class Trainer:
         if record:
             monitor.log({"split": "epoch", "step": self.step, "epoch": self.epoch, **record})
 
-    # -- checkpoints, interrupts, the end ----------------------------------------------------------
+    # -- checkpoints, interrupts ------------------------------------------------------------------
 
     def _state(self) -> dict[str, Any]:
         return {
+            "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -365,24 +582,39 @@ class Trainer:
             "epoch": self.epoch,
             "batch_in_epoch": self.batch_in_epoch,
             "epoch_rng": self.epoch_rng_state,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "best_val": self.best_val,
             "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs,
+            "world": self.world,
+            "metrics_rows": self.monitor.rows if self.monitor is not None else self.metrics_rows,
             "finished": False,
         }
 
     def _checkpoint(self, finished: bool = False) -> None:
-        if self.rank != 0:
-            return
-        if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
-            self._restore_last_good()
-            raise NonFiniteLoss(f"the weights became non-finite at step {self.step}; the last good state is kept")
-        save_checkpoint(self.run_dir, {**self._state(), "finished": finished})
-        self._last_good_step = self.step
+        """Every rank's RNG state goes to rank 0, which writes the checkpoint, then config.json if it changed."""
+        ranks = [rng_state(self.device)] if self.world == 1 else gather_objects(rng_state(self.device), self.world)
+        if self.rank == 0:
+            if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
+                self._restore_last_good()
+                raise NonFiniteLoss(f"the weights became non-finite at step {self.step}; the last good state is kept")
+            save_checkpoint(self.run_dir, {**self._state(), "rng": ranks, "finished": finished})
+            try:
+                same = read_config(self.run_dir).to_dict() == self.config.to_dict()
+            except VaelabError:
+                same = False
+            if not same:
+                save_config(self.run_dir, self.config)
+        if self.world > 1:
+            dist.barrier()  # no rank stops (and takes the others down) before rank 0 has written
+        self._last_checkpoint = self.step
 
     def _restore(self, state: dict[str, Any]) -> None:
+        saved_world = state.get("world", 1)
+        if saved_world != self.world:
+            raise VaelabError(
+                f"run {self.run_dir} was trained by {saved_world} process(es) and resumes exactly only with as many; "
+                f"it was asked to resume with {self.world} (--devices)"
+            )
         load_model_state(self.model, state["model"], self.run_dir / CHECKPOINT)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -390,13 +622,15 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.epoch_rng_state = state["epoch_rng"]
         self.data_rng.set_state(self.epoch_rng_state)
-        torch.set_rng_state(state["torch_rng"])
-        if state.get("cuda_rng") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if "rng" in state:
+            set_rng_state(state["rng"][self.rank], self.device)
+        else:  # a checkpoint of an earlier vaelab: one state for every rank
+            set_rng_state({"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}, self.device)
         self.best_val, self.best_epoch, self.bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
+        self.metrics_rows = state.get("metrics_rows")  # None: a checkpoint of an earlier vaelab
 
     def _restore_last_good(self) -> None:
-        """After a NaN: make model.safetensors hold the weights of the last good checkpoint."""
+        """After a NaN: make RUN/model/ hold the weights of the last good checkpoint, if it holds none yet."""
         if self.rank != 0:
             return
         path = self.run_dir / CHECKPOINT
@@ -404,41 +638,11 @@ class Trainer:
             load_model_state(self.model, load_checkpoint(path)["model"], path)
             save_weights(self.run_dir, self.model)
 
-    def _catch_interrupt(self):
-        """Ctrl-C sets a flag; the loop checkpoints at the next step boundary. A second Ctrl-C quits hard."""
-        if not _in_main_thread():
-            return None
-
-        def handler(signum, frame):
-            if self._stop:
-                raise KeyboardInterrupt
-            self._stop = True
-
-        return signal.signal(signal.SIGINT, handler)
-
     def _should_stop(self) -> bool:
         if self.world == 1:
-            return self._stop
-        flag = torch.tensor([float(self._stop)], device=self.device)
+            return self.stop.signum is not None
+        flag = torch.tensor([float(self.stop.signum or 0)], device=self.device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and self.stop.signum is None:
+            self.stop.signum = int(flag.item())
         return bool(flag.item())
-
-    def _finish(self, monitor: Monitor) -> None:
-        self._checkpoint(finished=True)
-        monitor.print(f"run folder: {self.run_dir}")
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def check_kind(model: str, data: str) -> None:
-    """Refuse a model on data of a kind it is not built for, naming the data sets of the kinds it takes."""
-    kinds = MODELS.get(model).data_kinds
-    kind = DATASETS.entry(data).meta.get("kind", "images")
-    if kind not in kinds:
-        fits = [e.name for e in DATASETS if e.meta.get("kind", "images") in kinds]
-        raise VaelabError(
-            f"{model} models {' or '.join(kinds)}, but {data} holds {kind}; choose a data set of its kind: "
-            f"{', '.join(fits) or '(none built in)'}"
-        )
