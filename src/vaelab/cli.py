@@ -21,6 +21,7 @@ from vaelab.core.errors import Interrupted, VaelabError
 from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
 from vaelab.eval.disentanglement import run_disentanglement
+from vaelab.eval.evaluate import evaluate_run, write_eval
 from vaelab.eval.gradient_variance import gradient_stats, mean_squared_z
 from vaelab.eval.sequences import REPEAT_LAST, predict
 from vaelab.models import MODELS
@@ -77,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     run = load(args.run, device)
-    result = evaluate(run, args.split, args.iw_samples, device, args.data_dir)
+    result = evaluate_run(run, args.split, args.iw_samples, device, args.data_dir)
     table = Table(
         title=f"{run.config.model} on {run.config.data.name} ({args.split}, {result['num_examples']} examples)"
     )
@@ -107,6 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "carry no information about x. Try KL warm-up (--set kl_warmup_steps=N), free bits (--set free_bits=0.5), "
             "a smaller beta, or importance-weighted training (model iwae)[/]"
         )
+    write_eval(run, result)  # after the table: numbers that cannot be written are still seen
     console.print(f"written: {run.path / 'eval.json'}")
 
 

@@ -61,10 +61,10 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         os.close(fd)
+        write(tmp)
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # after the write: a writer may have made the file anew
         os.replace(tmp, path)
     except (OSError, RuntimeError) as e:
         raise write_failure(path, e) from None

@@ -69,16 +69,27 @@ def evaluate_model(
     return result
 
 
-def evaluate(
+def evaluate_run(
     run: Run, split: str = "test", iw_samples: int | None = None, device: str = "cpu", data_dir: str | None = None
 ) -> dict[str, Any]:
-    """Evaluate a loaded run and write RUN/eval.json (the IWAE default is K=1000 where the model has a bound)."""
+    """The numbers of a loaded run on a split (the IWAE default is K=1000 where the model has a bound); not written."""
     if iw_samples is None and has_likelihood_bound(run.model):
         iw_samples = DEFAULT_IW_SAMPLES
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
-    result = evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+    return evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+
+
+def write_eval(run: Run, result: dict[str, Any]) -> dict[str, Any]:
+    """Write RUN/eval.json, keeping what other commands merged into it."""
     return run.write_report("eval.json", {**result, **_kept(run.path / "eval.json")})
+
+
+def evaluate(
+    run: Run, split: str = "test", iw_samples: int | None = None, device: str = "cpu", data_dir: str | None = None
+) -> dict[str, Any]:
+    """Evaluate a loaded run and write RUN/eval.json (the IWAE default is K=1000 where the model has a bound)."""
+    return write_eval(run, evaluate_run(run, split, iw_samples, device, data_dir))
 
 
 def _kept(path) -> dict[str, Any]:

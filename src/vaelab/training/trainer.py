@@ -395,6 +395,10 @@ class Trainer:
         self.autocast_dtype = {"32": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[tc.precision]
         self.scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
         self.metrics_rows: int | None = 0
+        # the running sums of the logging interval: checkpointed, so a resume logs the very same numbers
+        self.names: list[str] | None = None
+        self.sums: Tensor | None = None
+        self.count = 0
         self.resumed = state is not None
         if state is not None:
             self._restore(state)
@@ -443,9 +447,7 @@ class Trainer:
 
     def _train(self, monitor: Monitor) -> None:
         tc = self.config.train
-        names: list[str] | None = None
-        sums: Tensor | None = None
-        count, seen = 0, 0
+        seen = 0
         while self.epoch < tc.epochs and not (tc.patience and self.bad_epochs >= tc.patience):
             if self.batch_in_epoch == 0:  # else resuming mid-epoch: _restore rewound data_rng
                 self.epoch_rng_state = self.data_rng.get_state()
@@ -455,25 +457,27 @@ class Trainer:
             for x in batches:
                 loss = self._step(x)
                 values = torch.stack([loss.total.detach(), *(t.detach() for t in loss.terms.values())])
-                if sums is None:
-                    names, sums = ["loss", *loss.terms], torch.zeros_like(values)
-                sums += values
-                count += 1
+                if self.sums is None:
+                    self.names, self.sums = ["loss", *loss.terms], torch.zeros_like(values)
+                self.sums += values
+                self.count += 1
                 seen += x.shape[0] * self.world
                 self.step += 1
                 self.batch_in_epoch += 1
                 monitor.advance(self.epoch + 1)
                 epoch_end = self.batch_in_epoch == self.steps_per_epoch
                 if self.step % tc.log_every == 0 or epoch_end:
+                    sums = self.sums
                     if self.world > 1:
                         dist.all_reduce(sums)
                         sums /= self.world
-                    means = self._check(names, sums / count)
+                    means = self._check(self.names, sums / self.count)
                     rate = seen / (time.perf_counter() - t0)
                     lr = self.scheduler.get_last_lr()[0]
                     record = {"split": "train", "step": self.step, "epoch": self.epoch, **means}
                     monitor.log({**record, "samples_per_s": rate, "lr": lr})
-                    sums, count, t0, seen = None, 0, time.perf_counter(), 0
+                    self.names, self.sums, self.count = None, None, 0
+                    t0, seen = time.perf_counter(), 0
                     if self._should_stop():
                         self._checkpoint()
                         raise self.stop.interrupted()
@@ -592,12 +596,20 @@ class Trainer:
 
     def _checkpoint(self, finished: bool = False) -> None:
         """Every rank's RNG state goes to rank 0, which writes the checkpoint, then config.json if it changed."""
-        ranks = [rng_state(self.device)] if self.world == 1 else gather_objects(rng_state(self.device), self.world)
+        own = {
+            "rng": rng_state(self.device),
+            "interval": {
+                "names": self.names,
+                "sums": None if self.sums is None else self.sums.cpu(),
+                "count": self.count,
+            },
+        }
+        ranks = [own] if self.world == 1 else gather_objects(own, self.world)
         if self.rank == 0:
             if not all(bool(p.isfinite().all()) for p in self.model.parameters()):
                 self._restore_last_good()
                 raise NonFiniteLoss(f"the weights became non-finite at step {self.step}; the last good state is kept")
-            save_checkpoint(self.run_dir, {**self._state(), "rng": ranks, "finished": finished})
+            save_checkpoint(self.run_dir, {**self._state(), "ranks": ranks, "finished": finished})
             try:
                 same = read_config(self.run_dir).to_dict() == self.config.to_dict()
             except VaelabError:
@@ -622,9 +634,13 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.epoch_rng_state = state["epoch_rng"]
         self.data_rng.set_state(self.epoch_rng_state)
-        if "rng" in state:
-            set_rng_state(state["rng"][self.rank], self.device)
-        else:  # a checkpoint of an earlier vaelab: one state for every rank
+        if "ranks" in state:  # each rank's own RNG state and logging interval
+            own = state["ranks"][self.rank]
+            set_rng_state(own["rng"], self.device)
+            interval = own["interval"]
+            self.names, self.count = interval["names"], interval["count"]
+            self.sums = None if interval["sums"] is None else interval["sums"].to(self.device)
+        else:  # a checkpoint of an earlier vaelab: one RNG state for every rank
             set_rng_state({"torch": state["torch_rng"], "cuda": state.get("cuda_rng")}, self.device)
         self.best_val, self.best_epoch, self.bad_epochs = state["best_val"], state["best_epoch"], state["bad_epochs"]
         self.metrics_rows = state.get("metrics_rows")  # None: a checkpoint of an earlier vaelab
