@@ -214,7 +214,7 @@ def _spawn(config: RunConfig, run_dir: Path, device: torch.device, state: dict |
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
     port = free_port()
-    args = (world, port, config, run_dir, device.type, state, errors)
+    args = (world, port, config, run_dir, device.type, state is not None, errors)
     processes = mp.start_processes(_worker, args=args, nprocs=world, join=False, start_method="spawn")
     previous = {s: signal.getsignal(s) for s in SIGNALS}
 
@@ -255,9 +255,12 @@ def _worker(
     config: RunConfig,
     run_dir: Path,
     device_type: str,
-    state: dict | None,
+    resume: bool,
     errors: Any,
 ) -> None:
+    # each worker reads the checkpoint itself: tensors handed to spawned processes would share one storage between
+    # them (torch.multiprocessing), and every rank would then update the same optimizer moments
+    state = load_checkpoint(run_dir / CHECKPOINT) if resume else None
     init_group(device_type, rank, world, "127.0.0.1", port)
     try:
         if device_type == "cuda":
