@@ -1,0 +1,41 @@
+"""Run folders: the run config, the folder's files (config, kept weights, checkpoint, metrics, reports) and loading.
+
+``from_pretrained`` reads any saved module; ``load`` a whole run (its model, data access, a VQ run's code prior)."""
+
+from vaelab.runs.config import RunConfig, TrainConfig, make_run_config
+from vaelab.runs.folder import (
+    CHECKPOINT,
+    METRICS,
+    MODEL_DIR,
+    load_checkpoint,
+    load_model_state,
+    read_config,
+    read_metrics,
+    save_checkpoint,
+    save_config,
+    save_weights,
+    write_json,
+)
+from vaelab.runs.load import PRIOR_DIR, Run, attach_prior, from_pretrained, load
+
+__all__ = [
+    "CHECKPOINT",
+    "METRICS",
+    "MODEL_DIR",
+    "PRIOR_DIR",
+    "Run",
+    "RunConfig",
+    "TrainConfig",
+    "attach_prior",
+    "from_pretrained",
+    "load",
+    "load_checkpoint",
+    "load_model_state",
+    "make_run_config",
+    "read_config",
+    "read_metrics",
+    "save_checkpoint",
+    "save_config",
+    "save_weights",
+    "write_json",
+]
