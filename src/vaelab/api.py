@@ -18,6 +18,7 @@ from vaelab.viz.vq import prior_samples
 
 
 def default_run_dir(model: str, data: str) -> Path:
+    """runs/MODEL-DATA-YYYYmmdd-HHMMSS: the run folder when none is given."""
     return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
