@@ -29,6 +29,16 @@ SOURCE_OPTIONS = ("frames", "frame_size", "digits", "sequences")
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Which data set to read and how: the ``data`` section of a run's config.json.
+
+    ``name`` is a ``DATASETS`` entry; ``data_dir`` the folder with its files (else ``$VAELAB_DATA``, else the download
+    cache); ``path`` and ``fingerprint`` a file a source reads and the id of its exact contents (``vq-codes``: the VQ
+    run and its weights' id). ``val_fraction`` of the training set becomes the validation split (drawn by the run's
+    seed); ``binarize`` is ``auto`` (dynamic binarization for a Bernoulli likelihood on grey-level data, else none),
+    ``dynamic``, ``fixed`` or ``none``. ``frames``, ``frame_size``, ``digits`` and ``sequences`` size the generated
+    sequence data sets (0 keeps a data set's default; a data set that has no such option refuses it).
+    """
+
     name: str = "digits"
     data_dir: str | None = None  # folder with the files; else $VAELAB_DATA, else the download cache
     path: str | None = None  # a file or folder a source reads (vq-codes: the VQ run); relative: to the run folder

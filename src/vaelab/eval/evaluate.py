@@ -26,6 +26,7 @@ DEFAULT_IW_SAMPLES = 1000
 
 
 def has_likelihood_bound(model: Model) -> bool:
+    """Whether a log-likelihood bound is registered for the model's type (``LOG_LIKELIHOOD``)."""
     return LOG_LIKELIHOOD.lookup(model) is not None
 
 

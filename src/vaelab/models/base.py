@@ -62,10 +62,12 @@ class DataSpec:
             raise VaelabError(f"the data set size must be >= 0, got {self.size}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form written into config.json: ``{"shape": [...], "size": N}``."""
         return {"shape": list(self.shape), "size": self.size}
 
     @classmethod
     def of(cls, data: DataSpec | tuple[int, ...] | list[int]) -> DataSpec:
+        """A ``DataSpec`` as is, or one made from a bare shape (size 0: unknown)."""
         return data if isinstance(data, DataSpec) else cls(tuple(data))
 
 
@@ -76,6 +78,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LikelihoodConfig(ModelConfig):
+    """The likelihood p(x|z) of a model: a ``LIKELIHOODS`` name and its scale options.
+
+    ``likelihood`` is ``bernoulli`` (logits), ``gaussian`` (fixed standard deviation ``sigma``), ``gaussian-learned``
+    (one learned σ, starting at ``sigma``), ``gaussian-pixel`` (σ(z) per pixel) or ``continuous-bernoulli``;
+    ``sigma_min`` is the floor of a learned σ.
+    """
+
     likelihood: str = "bernoulli"
     sigma: float = 1.0  # standard deviation of the fixed-variance Gaussian likelihood (the start, when learned)
     sigma_min: float = 1e-3  # floor of a learned standard deviation (gaussian-learned, gaussian-pixel)
@@ -134,6 +143,7 @@ class Model(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: Tensor, step: int | None = None) -> Loss:
+        """``loss(x, step)``: calling the module is the objective (what DistributedDataParallel wraps)."""
         return self.loss(x, step)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
@@ -147,9 +157,11 @@ class Model(nn.Module):
         raise VaelabError(f"{type(self).__name__} has no code of its inputs")
 
     def reconstruct(self, x: Tensor) -> Tensor:
+        """The mean of p(x|code(x)), shaped like x: what ``mse`` and the reconstruction figures compare with x."""
         raise VaelabError(f"{type(self).__name__} does not reconstruct its inputs")
 
     def sample(self, n: int) -> Tensor:
+        """``n`` draws of the generative model (the means of p(x|z), z ~ p(z)); refused by models without a prior."""
         raise VaelabError(f"{type(self).__name__} is not a generative model: it has no prior to sample from")
 
     def attach_prior(self, prior: Any, reason: str = "") -> None:
@@ -181,9 +193,11 @@ class LikelihoodModel(Model):
 
     @classmethod
     def needs_binary_data(cls, config: ModelConfig) -> bool:
+        """Whether the configured likelihood is over binary data (Bernoulli): then grey-level data is binarized."""
         return LIKELIHOODS.get(config.likelihood).needs_binary_data
 
     def check_data(self, x: Tensor) -> None:
+        """Refuse data outside the likelihood's support (Bernoulli and continuous Bernoulli: [0, 1]), in one line."""
         self.likelihood.check_data(x)
 
 
@@ -203,6 +217,7 @@ class VectorLatentModel(LikelihoodModel):
         return self.likelihood(out.view(*z.shape[:-1], *out.shape[1:]))
 
     def reconstruct(self, x: Tensor) -> Tensor:
+        """The mean of p(x|z) at z = ``code(x)`` (the posterior mean for a VAE)."""
         return self.decode(self.code(x)).mean
 
 

@@ -84,9 +84,13 @@ class Prior(nn.Module):
 
     @classmethod
     def build(cls, latent_dim: int, components: int, data_shape: tuple[int, ...], data_range: Any) -> Prior:
+        """The prior a model config asks for: ``components`` is K of a mixture, ``data_shape`` and ``data_range`` the
+        shape and value range of an input (what the VampPrior's pseudo-inputs take); a prior uses what it needs.
+        """
         return cls(latent_dim)
 
     def forward(self, encode: Encode | None = None) -> Distribution:
+        """p(z) as a ``torch.distributions`` object with event shape (D,); ``encode`` is the model's x -> q(z|x)."""
         raise NotImplementedError
 
     def marginals(self, encode: Encode | None = None) -> Distribution:
@@ -106,7 +110,10 @@ def _diagonal(loc: Tensor, scale: Tensor) -> Distribution:
 
 @PRIORS.register("standard", "N(0, I): the VAE's fixed prior (the default)")
 class StandardNormal(Prior):
+    """p(z) = N(0, I), the VAE's fixed prior: no parameters; its KL to a diagonal or full-covariance q is exact."""
+
     def forward(self, encode: Encode | None = None) -> Distribution:
+        """N(0, I) over D units, on the module's device."""
         zeros = self._anchor.new_zeros(self.latent_dim)
         return _diagonal(zeros, torch.ones_like(zeros))
 
@@ -121,6 +128,7 @@ class LearnedGaussian(Prior):
         self.raw_scale = nn.Parameter(torch.full((latent_dim,), math.log(math.expm1(1.0 - MIN_PRIOR_SCALE))))
 
     def forward(self, encode: Encode | None = None) -> Distribution:
+        """N(mu_p, diag sigma_p^2) with the current parameters."""
         return _diagonal(self.loc, F.softplus(self.raw_scale) + MIN_PRIOR_SCALE)
 
 
@@ -137,9 +145,11 @@ class _Mixture(Prior):
         raise NotImplementedError
 
     def weights(self) -> Tensor:
+        """The mixture's logits over its K components, shape (K,)."""
         raise NotImplementedError
 
     def forward(self, encode: Encode | None = None) -> Distribution:
+        """p(z) = sum_k pi_k p_k(z), with pi = softmax(``weights()``) and p_k the ``components``."""
         return MixtureSameFamily(Categorical(logits=self.weights(), validate_args=False), self.components(encode))
 
     def marginals(self, encode: Encode | None = None) -> Distribution:
@@ -164,12 +174,15 @@ class MixtureOfGaussians(_Mixture):
 
     @classmethod
     def build(cls, latent_dim: int, components: int, data_shape: tuple[int, ...], data_range: Any) -> Prior:
+        """A mixture of ``components`` diagonal Gaussians over ``latent_dim`` units."""
         return cls(latent_dim, components)
 
     def weights(self) -> Tensor:
+        """The learned logits of the K mixture weights."""
         return self.logits
 
     def components(self, encode: Encode | None) -> Distribution:
+        """N(mu_k, diag sigma_k^2), sigma_k = softplus(raw_k) + 1e-4: batch shape (K,), event (D,)."""
         return _diagonal(self.locs, F.softplus(self.raw_scales) + MIN_PRIOR_SCALE)
 
 
@@ -187,17 +200,21 @@ class VampPrior(_Mixture):
 
     @classmethod
     def build(cls, latent_dim: int, components: int, data_shape: tuple[int, ...], data_range: Any) -> Prior:
+        """K = ``components`` pseudo-inputs of the data's shape, kept in ``data_range`` when the data has one."""
         return cls(latent_dim, components, data_shape, data_range)
 
     def inputs(self) -> Tensor:
+        """The pseudo-inputs u_k, (K, *data_shape): hardtanh(raw, lo, hi) for data in [lo, hi], else raw."""
         if self.data_range is None:
             return self.pseudo_inputs
         return F.hardtanh(self.pseudo_inputs, *self.data_range)
 
     def weights(self) -> Tensor:
+        """Equal weights 1/K (zero logits): the VampPrior's mixture is uniform."""
         return self._anchor.new_zeros(len(self.pseudo_inputs))
 
     def components(self, encode: Encode | None) -> Distribution:
+        """q(z|u_k) for every pseudo-input: the model's encoder at ``inputs()``; refused without ``encode``."""
         if encode is None:
             raise VaelabError("the VampPrior is a mixture of posteriors: it needs the model's encoder (encode=...)")
         return encode(self.inputs())

@@ -24,6 +24,18 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The training loop's options: the ``train`` section of a run's config.json (``--set train.KEY=VALUE``).
+
+    ``epochs``; ``batch_size`` per process (the global batch under ``devices=N`` is N times it); Adam's ``lr`` and
+    ``weight_decay``; ``lr_schedule``: ``constant``, ``cosine`` (to 0 over the run), ``exponential`` (×``lr_decay``
+    per epoch) or ``iwae`` (Burda et al.'s stages: 3^i epochs at lr·10^(−i/7)); ``grad_clip``, the largest global
+    gradient norm (0: off); ``patience``, epochs without a better validation loss before early stopping (0: off);
+    ``seed``; ``device`` (``auto``, ``cpu``, ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``,
+    ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
+    ``checkpoint_every`` steps between checkpoints (there is also one each epoch); ``eval_batch_size`` for
+    validation and evaluation. Bad values are refused with one line naming the accepted ones.
+    """
+
     epochs: int = 10
     batch_size: int = 100  # per process; the global batch under --devices N is N times this
     lr: float = 1e-3
@@ -61,6 +73,11 @@ RUN_VERSION = 2
 
 @dataclass(frozen=True)
 class RunConfig:
+    """A whole run: the model's name and config, the data config, the training config, and the ``DataSpec`` the
+    model was built for (None until the data has been read). ``to_dict`` is config.json; ``from_dict`` reads it back,
+    refusing files that are not vaelab run configs or come from a newer vaelab.
+    """
+
     model: str
     model_config: ModelConfig
     data: DataConfig
@@ -68,6 +85,7 @@ class RunConfig:
     data_spec: DataSpec | None = None  # what the model was built for, known once the data has been read
 
     def to_dict(self) -> dict[str, Any]:
+        """The object of config.json (format, version, model, model_config, data, train, data_spec)."""
         return {
             "format": RUN_FORMAT,
             "version": RUN_VERSION,
@@ -80,6 +98,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
+        """Rebuild a run config from config.json's object (``where`` names the file in error messages)."""
         if not isinstance(d, dict) or d.get("format") != RUN_FORMAT:
             raise VaelabError(f'{where} is not a vaelab run config (no "format": "{RUN_FORMAT}")')
         if d.get("version", 0) > RUN_VERSION:

@@ -51,14 +51,17 @@ LOG = "train.log"
 
 
 def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically (a temporary file, then a rename)."""
     return write_text(path, json.dumps(obj, indent=2))
 
 
 def save_config(run_dir: Path, config: RunConfig) -> None:
+    """Write RUN/config.json."""
     write_json(Path(run_dir) / CONFIG, config.to_dict())
 
 
 def read_config(run_dir: str | os.PathLike) -> RunConfig:
+    """RUN/config.json as a ``RunConfig``; a missing folder or config, or a corrupt file, is one clear error."""
     path = Path(run_dir) / CONFIG
     if not Path(run_dir).is_dir():
         raise VaelabError(f"run folder {run_dir} does not exist")
@@ -77,10 +80,12 @@ def save_weights(run_dir: Path, model: Model) -> None:
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Write RUN/checkpoint.pt atomically: the training state, marked with the checkpoint format."""
     atomic_write(Path(run_dir) / CHECKPOINT, lambda p: torch.save({"format": CHECKPOINT_FORMAT, **state}, p))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint's state (loaded weights-only); a missing, truncated or foreign file is refused."""
     if not path.is_file():
         raise VaelabError(f"{path.parent} has no training checkpoint ({path.name}); it cannot be resumed")
     try:
@@ -95,6 +100,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_model_state(model: Model, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load weights into ``model``; weights that do not fit its config are refused, naming ``path`` and the mismatch."""
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -110,6 +116,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def metrics_rows(path: Path, warn: bool = True) -> list[dict[str, Any]]:
+    """The whole rows of a metrics.jsonl file; lines cut short are skipped (with a warning when ``warn``)."""
     if not path.exists():
         return []
     rows, bad = [], 0
@@ -231,4 +238,5 @@ def new_run_dir(base: Path) -> Path:
 
 
 def default_run_name(model: str, data: str) -> Path:
+    """runs/MODEL-DATA-YYYYmmdd-HHMMSS, the base of a run folder's name when none is given."""
     return Path("runs") / f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -42,6 +42,7 @@ class Run:
     prior: Run | None = None
 
     def dataset(self, device: torch.device | str = "cpu", data_dir: str | None = None) -> Dataset:
+        """The run's data set, read as it was for training (``data_dir``: where it lives now, if it moved)."""
         data = self.config.data if data_dir is None else dataclasses.replace(self.config.data, data_dir=data_dir)
         binary = type(self.model).needs_binary_data(self.config.model_config)
         return load_dataset(data, self.config.train.seed, device, binary, root=self.path)
@@ -53,6 +54,7 @@ class Run:
         return report
 
     def metrics(self) -> list[dict[str, Any]]:
+        """The rows of RUN/metrics.jsonl (see ``read_metrics``)."""
         return read_metrics(self.path)
 
 
