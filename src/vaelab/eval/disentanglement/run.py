@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from vaelab.core.errors import VaelabError
+from vaelab.core.progress import Progress
 from vaelab.data import resolve_data_dir
 from vaelab.data.factors import factor_source
 from vaelab.eval.disentanglement.base import METRICS, Encoder, check_source, select_factors
@@ -51,10 +52,13 @@ def all_metrics(
         raise VaelabError(f"unknown metric {unknown[0]!r}; the metrics are: {', '.join(ordered(METRICS.names()))}")
     select_factors(source, factors)  # an unknown factor fails before any metric runs
     out: dict[str, float] = {}
-    for name in ordered(chosen):
-        metric = METRICS.get(name)
-        for key, value in metric(source, encode, seed=seed, factors=factors, **sizes.get(name, {})).items():
-            out[key if key.startswith(name) else f"{name}/{key}"] = value
+    with Progress(len(chosen), "disentanglement", "metrics") as progress:
+        for name in ordered(chosen):
+            progress.status(f"computing {name}")
+            metric = METRICS.get(name)
+            for key, value in metric(source, encode, seed=seed, factors=factors, **sizes.get(name, {})).items():
+                out[key if key.startswith(name) else f"{name}/{key}"] = value
+            progress.advance()
     return out
 
 
