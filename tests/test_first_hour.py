@@ -100,3 +100,130 @@ def test_bar_count_and_eta_stay_visible_at_80_columns():
 def test_eval_off_a_terminal_shows_progress_lines(home):
     r = ok(vaelab("eval", "vae", "--iw-samples", "10", cwd=home, env={"VAELAB_PROGRESS_SECONDS": "0"}))
     assert re.search(r"eval test, IWAE K=10: 1/1 batches", r.stderr), r.stderr
+
+
+# -- 2. sample, traverse, latents on data that are not images -----------------------------------------------------
+
+
+@pytest.fixture
+def vector_run(tmp_path, monkeypatch):
+    """A VAE trained on a registered data set of 10-d vectors (no built-in one holds vectors)."""
+    import numpy as np
+
+    import vaelab
+    from vaelab.data import DATASETS, ImageArrays
+
+    def vectors(data_dir):
+        r = np.random.default_rng(0)
+        x = r.random((360, 10), dtype=np.float32)
+        return ImageArrays(x[:300], x[300:], np.zeros(300, int), np.zeros(60, int))
+
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
+    DATASETS.register("vectors-test", "10-d vectors", kind="vectors", shape=(10,))(vectors)
+    return vaelab.train("vae", "vectors-test", tmp_path / "vec", epochs=1, latent_dim=2, likelihood="gaussian")
+
+
+def test_sample_traverse_latents_on_vector_data(capsys, vector_run, tmp_path):
+    import numpy as np
+
+    from vaelab.cli import main
+
+    assert main(["sample", str(vector_run.path), "-n", "5"]) == 0
+    samples = np.load(vector_run.path / "figures" / "samples.npy")
+    assert samples.shape == (5, 10) and np.isfinite(samples).all()
+    assert main(["sample", str(vector_run.path), "--out", str(tmp_path / "s.png")]) == 2
+    assert main(["traverse", str(vector_run.path)]) == 2
+    assert main(["latents", str(vector_run.path)]) == 0
+    out, err = capsys.readouterr()
+    assert "give --out" in err and str(tmp_path / "s.npy") in err
+    assert "latent traversals draw images" in err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "s.png").exists()
+
+
+# -- 3. a relative --data-dir ------------------------------------------------------------------------------------
+
+
+def test_relative_data_dir_is_stored_absolute_and_a_moved_folder_falls_back_to_vaelab_data(tmp_path):
+    import json
+
+    (tmp_path / "data").mkdir()
+    ok(vaelab("train", "vae", "--epochs", "1", "--data-dir", "data", "--out", "r", cwd=tmp_path))
+    recorded = json.loads((tmp_path / "r" / "config.json").read_text())["data"]["data_dir"]
+    assert recorded == str(tmp_path / "data")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ok(vaelab("latents", str(tmp_path / "r"), cwd=elsewhere))
+    (tmp_path / "data").rmdir()  # the recorded folder is gone: $VAELAB_DATA (digits need no files anyway)
+    ok(vaelab("eval", str(tmp_path / "r"), "--iw-samples", "2", cwd=elsewhere, env={"VAELAB_DATA": str(elsewhere)}))
+
+
+def test_a_missing_data_folder_never_says_to_drop_an_option_that_was_not_passed(tmp_path):
+    r = vaelab("train", "vae", "--data", "mnist", "--epochs", "1", cwd=tmp_path, env={"VAELAB_DATA": str(tmp_path)})
+    err = one_line_error(r, "mnist not found", "VAELAB_DATA")
+    assert "drop --data-dir" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["eval", "predict", "probe", "grad-variance", "disentanglement", "traverse", "latents", "sample", "train-prior"],
+)
+def test_every_command_that_loads_a_run_takes_device_and_data_dir(command):
+    from vaelab.cli import build_parser
+
+    args = build_parser().parse_args([command, "RUN", "--device", "cpu", "--data-dir", "D"])
+    assert (args.run, args.device, args.data_dir) == ("RUN", "cpu", "D")
+
+
+# -- 6. help, version, the hint, signals --------------------------------------------------------------------------
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from vaelab.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    for name, sub in commands.choices.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, (name, action.option_strings)
+                if action.default not in (None, False, []):
+                    flat = " ".join(text.split())
+                    assert f"(default: {action.default})" in flat, (name, action.option_strings, flat)
+    flat = " ".join(commands.choices["train"].format_help().split())
+    for words in ("--epochs EPOCHS passes over the training set (default: 10", "(default: 100)", "(default: 0.001)"):
+        assert words in flat
+    assert "(default: 64)" in " ".join(commands.choices["sample"].format_help().split())
+
+
+def test_version(tmp_path):
+    import vaelab as package
+
+    r = ok(vaelab("--version", cwd=tmp_path))
+    assert r.stdout.strip() == f"vaelab {package.__version__}"
+
+
+def test_next_hint_never_wraps_off_a_terminal(tmp_path):
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "run"
+    r = ok(vaelab("train", "ae", "--epochs", "1", "--out", str(deep), cwd=tmp_path))
+    assert f"next: vaelab eval {deep}\n" in r.stdout
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
+def test_eval_stops_on_a_signal_with_the_shells_exit_code(home, signum, code):
+    environ = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "VAELAB_PROGRESS_SECONDS": "0"}
+    command = [sys.executable, "-c", "import sys; from vaelab.cli import main; sys.exit(main())"]
+    p = subprocess.Popen(
+        [*command, "eval", "vae", "--iw-samples", "100000"], cwd=home, env=environ, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    line = p.stderr.readline()  # the first progress line: the bound is running
+    assert "eval test" in line, line
+    time.sleep(0.5)
+    p.send_signal(signum)
+    _, err = p.communicate(timeout=max(1, deadline - time.monotonic()))
+    assert p.returncode == code, err
+    assert "Traceback" not in err
+    assert "interrupted" in err or "terminated" in err
