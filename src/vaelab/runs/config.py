@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vaelab.core.config import make_config
@@ -140,9 +142,27 @@ def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig
             valid = sorted(f.name for c in classes.values() for f in dataclasses.fields(c) if f.name != "name")
             raise VaelabError(f"unknown config key {key!r} for model {model!r}; valid keys: {', '.join(valid)}")
         sections[owners[0]][name] = value
+    if sections["data"].get("data_dir") is not None:  # absolute: the run's commands work from any folder
+        sections["data"]["data_dir"] = absolute(sections["data"]["data_dir"])
     return RunConfig(
         model=model,
         model_config=make_config(model_cls.Config, sections["model"], "model"),
         data=make_config(DataConfig, sections["data"], "data"),
         train=make_config(TrainConfig, sections["train"], "train"),
     )
+
+
+def absolute(folder: str | os.PathLike) -> str:
+    """A folder as an absolute path (``~`` expanded), as config.json records ``data_dir``."""
+    return str(Path(folder).expanduser().absolute())
+
+
+def data_now(data: DataConfig, data_dir: str | os.PathLike | None = None) -> DataConfig:
+    """Where a run's data is read from now: ``data_dir`` if given (the command's ``--data-dir``), else the recorded
+    folder while it exists, else (the folder moved or was deleted) ``$VAELAB_DATA`` or the download cache, as for a
+    run that recorded none."""
+    if data_dir is not None:
+        return dataclasses.replace(data, data_dir=absolute(data_dir))
+    if data.data_dir is not None and not Path(data.data_dir).expanduser().is_dir():
+        return dataclasses.replace(data, data_dir=None)
+    return data

@@ -30,7 +30,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from vaelab.core.errors import Interrupted, VaelabError, WriteError
-from vaelab.data import DATASETS, Dataset, load_dataset
+from vaelab.data import DATA_ENV, DATASETS, Dataset, load_dataset
 from vaelab.models import MODELS, DataSpec, Model, build_model
 from vaelab.runs import (
     CHECKPOINT,
@@ -43,6 +43,7 @@ from vaelab.runs import (
     save_config,
     save_weights,
 )
+from vaelab.runs.config import data_now
 from vaelab.runs.folder import Claim, claim, default_run_name, has_run
 from vaelab.training.distributed import (
     Launch,
@@ -372,12 +373,15 @@ class Trainer:
         model_cls = MODELS.get(config.model)
         check_kind(config.model, config.data.name)
         binary = model_cls.needs_binary_data(config.model_config)
-        self.data: Dataset = load_dataset(config.data, tc.seed, device, binary, root=run_dir)
+        # a resumed run whose recorded data folder is gone reads $VAELAB_DATA (the data spec must still match)
+        data = config.data if state is None else data_now(config.data)
+        self.data: Dataset = load_dataset(data, tc.seed, device, binary, root=run_dir)
         spec = DataSpec(self.data.shape, len(self.data.train))
         if config.data_spec is not None and config.data_spec != spec:
             raise VaelabError(
                 f"the data of {run_dir} changed since the run started: it was {config.data_spec}, now {spec}; "
-                "point --data-dir at the data the run was trained on"
+                f"put the data the run was trained on back in {config.data.data_dir or 'its folder'} (or point "
+                f"{DATA_ENV} at it)"
             )
         self.config = config = dataclasses.replace(config, data_spec=spec)
         self.model: Model = build_model(config.model, spec, config.model_config).to(device)
