@@ -52,7 +52,7 @@ class DiagonalGaussian(Posterior):
         return 2 * self.latent_dim
 
     def forward(self, h: Tensor) -> Distribution:
-        mu, raw = h.float().chunk(2, dim=-1)
+        mu, raw = _full_precision(h).chunk(2, dim=-1)
         return Independent(Normal(mu, F.softplus(raw) + MIN_SCALE, validate_args=False), 1, validate_args=False)
 
 
@@ -88,7 +88,7 @@ class FullCovarianceGaussian(Posterior):
 
     def forward(self, h: Tensor) -> Distribution:
         d = self.latent_dim
-        mu, raw, lower = h.float().split([d, d, d * (d - 1) // 2], dim=-1)
+        mu, raw, lower = _full_precision(h).split([d, d, d * (d - 1) // 2], dim=-1)
         scale_tril = torch.diag_embed(F.softplus(raw) + MIN_SCALE)
         scale_tril[..., self.rows, self.cols] = lower
         return MultivariateNormal(mu, scale_tril=scale_tril, validate_args=False)
@@ -100,6 +100,11 @@ def _kl_full_diagonal(q: MultivariateNormal, p: Independent) -> Tensor:
     if not (isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1):
         raise NotImplementedError
     return kl_divergence(q, MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale)))
+
+
+def _full_precision(h: Tensor) -> Tensor:
+    """Encoder outputs in float32 at least (half-precision outputs under autocast are raised; float64 is kept)."""
+    return h if h.dtype == torch.float64 else h.float()
 
 
 def standard_normal(latent_dim: int, device: torch.device | str | None = None) -> Distribution:
