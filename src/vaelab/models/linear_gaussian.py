@@ -42,6 +42,7 @@ from vaelab.models.base import MODELS, DataSpec, Loss, Model, ModelConfig
 from vaelab.nn import ACTIVATIONS
 from vaelab.nn.backbones import MLPEncoder
 from vaelab.probability import POSTERIORS
+from vaelab.probability.posteriors import inverse_softplus
 
 NOISES = ("isotropic", "diagonal")
 FITS = ("closed-form", "em", "sgvb")
@@ -82,11 +83,6 @@ class LinearGaussianConfig(ModelConfig):
                 f"noise_floor must be > 0 (the smallest noise variance) and em_tolerance >= 0, got "
                 f"{self.noise_floor} and {self.em_tolerance}"
             )
-
-
-def inverse_softplus(y: Tensor) -> Tensor:
-    """x with softplus(x) = y, for y > 0 (stable for large y)."""
-    return y + torch.log(-torch.expm1(-y))
 
 
 def covariance_of(q: Distribution) -> tuple[Tensor, Tensor]:
