@@ -1,5 +1,5 @@
-"""The ``vaelab`` command: train, eval, predict, probe, grad-variance, disentanglement, traverse, latents, sample,
-train-prior, models, datasets, presets.
+"""The ``vaelab`` command: train, eval, gaps, predict, probe, grad-variance, disentanglement, traverse, latents,
+sample, train-prior, models, datasets, presets.
 
 Every bad input surfaces as a VaelabError, printed as one line without a traceback (exit code 2).
 """
@@ -25,6 +25,7 @@ from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
 from vaelab.eval.disentanglement import run_disentanglement
 from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, evaluate_run, write_eval
+from vaelab.eval.gaps import run_gaps
 from vaelab.eval.gradient_variance import gradient_stats, mean_squared_z
 from vaelab.eval.sequences import REPEAT_LAST, predict
 from vaelab.models import MODELS
@@ -32,7 +33,7 @@ from vaelab.presets import get_preset, presets
 from vaelab.runs import TrainConfig, load, make_run_config
 from vaelab.training.prior import PRIOR_TRAIN_DEFAULTS
 from vaelab.training.trainer import resolve_device, train
-from vaelab.viz import LATENT_FIGURES, TRAVERSAL_FIGURES, save_samples
+from vaelab.viz import LATENT_FIGURES, REPORT_FIGURES, TRAVERSAL_FIGURES, save_samples
 from vaelab.viz.sequences import rollout_figures
 
 console = Console()
@@ -114,6 +115,37 @@ def cmd_eval(args: argparse.Namespace) -> None:
         )
     write_eval(run, result)  # after the table: numbers that cannot be written are still seen
     console.print(f"written: {run.path / 'eval.json'}")
+
+
+def cmd_gaps(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    run = load(args.run, device)
+    options = {"large_k": args.large_k, "steps": args.steps}
+    r = run_gaps(run, args.k, args.points, args.split, str(device), args.data_dir, **options)
+    table = Table(
+        title=f"inference gaps: {run.config.model} on {run.config.data.name} ({r['points']} {args.split} "
+        f"points, log p(x): {r['log_px_method']})"
+    )
+    for column in ("nats per point", "mean", "stderr"):
+        table.add_column(column, justify="left" if column == "nats per point" else "right")
+    for key in (
+        "log_px",
+        "iwae",
+        "elbo",
+        "elbo_optimized",
+        "inference_gap",
+        "approximation_gap",
+        "amortization_gap",
+        "kl_q_posterior",
+    ):
+        if key in r:
+            table.add_row(
+                f"iwae (K={r['k']})" if key == "iwae" else key, f"{r[key]['mean']:.3f}", f"{r[key]['stderr']:.3f}"
+            )
+    console.print(table)
+    for path in REPORT_FIGURES.get("gaps")(run.path / "figures", r):
+        console.print(f"written: {path}")
+    console.print(f"written: {run.path / 'gaps.json'}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -350,6 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--iw-samples", type=int, help=f"K of the IWAE log-likelihood bound (default: {DEFAULT_IW_SAMPLES})")
     e.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split to evaluate")
     e.set_defaults(func=cmd_eval)
+
+    gp = command("gaps", "VAEs: log p(x), ELBO, IWAE_K; the inference gap as approximation + amortization")
+    add_run_arguments(gp)
+    gp.add_argument("--k", type=int, default=100, help="K of the IWAE bound reported (default 100)")
+    gp.add_argument("--points", type=int, default=100, help="the first N points of the split (default 100)")
+    gp.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split to evaluate")
+    gp.add_argument("--large-k", type=int, default=5000, help="K of the log p(x) estimate where it is not exact")
+    gp.add_argument("--steps", type=int, default=500, help="Adam steps of the per-point q (default 500)")
+    gp.set_defaults(func=cmd_gaps)
 
     pd = command("predict", "sequence models: jumpy prediction error by horizon, rollout strip and GIF")
     add_run_arguments(pd)

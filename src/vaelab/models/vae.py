@@ -158,6 +158,13 @@ class VAE(VectorLatentModel):
     def code(self, x: Tensor) -> Tensor:
         return self.encode(x).mean
 
+    def alternation_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(phi, theta): the encoders q(z|x) (and q(z|h)); every other parameter (decoders, prior, likelihood)."""
+        encoders = [self.encoder, *([self.upper_encoder] if self.config.inner_latent_dim else [])]
+        phi = [p for m in encoders for p in m.parameters() if p.requires_grad]
+        ids = {id(p) for p in phi}
+        return phi, [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+
     def kl_weight(self, step: int | None) -> float:
         warmup = self.config.kl_warmup_steps
         ramp = 1.0 if step is None or warmup == 0 else min(1.0, step / warmup)

@@ -35,7 +35,8 @@ class TrainConfig:
     ``seed``; ``device`` (``auto``, ``cpu``, ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``,
     ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
     ``checkpoint_every`` steps between checkpoints (there is also one each epoch); ``eval_batch_size`` for
-    validation and evaluation. Bad values are refused with one line naming the accepted ones.
+    validation and evaluation; ``alternate`` K > 0 alternates K decoder steps (the encoder fixed) with K encoder steps
+    (the decoder fixed), any VAE (0: the joint update). Bad values are refused with one line naming the accepted ones.
     """
 
     epochs: int = 10
@@ -53,6 +54,7 @@ class TrainConfig:
     log_every: int = 50  # steps between logged (and NaN-checked) training metrics
     checkpoint_every: int = 500  # steps between training checkpoints (also one each epoch)
     eval_batch_size: int = 500
+    alternate: int = 0  # K > 0: K steps of the decoder (encoder fixed), then K of the encoder (decoder fixed); 0: joint
 
     def __post_init__(self) -> None:
         for key, choices in (("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
@@ -65,6 +67,10 @@ class TrainConfig:
             raise VaelabError(f"lr must be a finite number > 0, got {self.lr}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.patience < 0:
             raise VaelabError("grad_clip, weight_decay and patience must be >= 0")
+        if self.alternate < 0:
+            raise VaelabError(
+                f"alternate must be >= 0 (0: joint updates; K: K decoder then K encoder steps), got {self.alternate}"
+            )
         if not 0 < self.lr_decay <= 1:
             raise VaelabError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
