@@ -16,7 +16,7 @@ it and at most one ``sweep`` key taking each listed value; every cell trains onc
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py benchmarks/studies/dsprites-small-tiny.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py benchmarks/studies/dsprites-small.json \
-        --out runs/study --only "β-VAE β=4"      # processes may share one --out, each taking some cells
+        --out runs/study --only "β-VAE β=4" --seeds 0 1   # processes may share one --out, each taking its cells
 
 Runs go to OUT/<cell>/seed-S/ with their scores in score.json (a run with a score of the same epochs and sizes is
 neither trained nor scored again), so an interrupted study resumes. Then OUT/results.json, OUT/report.md and
@@ -239,6 +239,7 @@ def main() -> None:
     p.add_argument("spec", type=Path, help="a study spec (benchmarks/studies/*.json)")
     p.add_argument("--out", type=Path, help="default: runs/study-<spec name>")
     p.add_argument("--only", nargs="+", help="train and score only these cells (labels); still report all found")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these of the spec's seeds (processes may split them)")
     p.add_argument("--report-only", action="store_true", help="aggregate the finished runs under OUT, train nothing")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -251,7 +252,8 @@ def main() -> None:
             raise VaelabError(f"--only names a cell the spec does not have; its cells are: {known}")
         start = time.perf_counter()
         if not args.report_only:
-            for seed in spec.get("seeds", [0]):
+            seeds = [s for s in spec.get("seeds", [0]) if not args.seeds or s in args.seeds]
+            for seed in seeds:
                 for cell in chosen:
                     row = run_cell(cell, seed, spec, out)
                     print(json.dumps({"cell": row["cell"], "seed": seed, **{k: row["scores"][k] for _, k in SCORES}}))
