@@ -27,6 +27,7 @@ from vaelab.eval.sequences import REPEAT_LAST, predict
 from vaelab.models import MODELS
 from vaelab.presets import get_preset, presets
 from vaelab.runs import load, make_run_config
+from vaelab.training.distributed import launched
 from vaelab.training.trainer import resolve_device, train
 from vaelab.viz import LATENT_FIGURES, TRAVERSAL_FIGURES, save_images
 from vaelab.viz.sequences import rollout_figures
@@ -49,6 +50,12 @@ SHORTHANDS = {
 
 def cmd_train(args: argparse.Namespace) -> None:
     given = {key: getattr(args, key) for key in SHORTHANDS if getattr(args, key) is not None}
+    launch = launched()
+    if launch is not None and args.devices is not None and args.devices != launch.world:
+        raise VaelabError(
+            f"--devices {args.devices} disagrees with the launcher's WORLD_SIZE={launch.world}; drop --devices "
+            "(the launcher decides the processes)"
+        )
     if args.resume:
         if args.model or set(given) - {"epochs"} or args.set or args.data or args.out or args.preset:
             raise VaelabError(
