@@ -1,10 +1,11 @@
 """vaelab: the autoencoder family, from the plain autoencoder to the VAE, in PyTorch.
 
 The layers, each importing only those below it: ``core`` <- ``probability``, ``nn`` <- ``models`` <- ``data`` <-
-``runs`` <- ``training`` <- ``eval`` <- ``viz`` <- ``presets`` <- ``api`` <- ``cli``.
+``runs`` <- ``training`` <- ``eval`` <- ``viz`` <- ``presets`` <- ``sweeps`` <- ``api``
+<- ``cli``.
 """
 
-from vaelab.api import resume, train, train_prior
+from vaelab.api import aggregate, resume, sweep, train, train_prior
 from vaelab.core.errors import VaelabError
 from vaelab.data import DATASETS, DataConfig, load_dataset
 from vaelab.eval import evaluate, evaluate_model, probe
@@ -25,6 +26,7 @@ __all__ = [
     "Run",
     "RunConfig",
     "VaelabError",
+    "aggregate",
     "build_model",
     "evaluate",
     "evaluate_model",
@@ -34,6 +36,7 @@ __all__ = [
     "make_run_config",
     "probe",
     "resume",
+    "sweep",
     "train",
     "train_prior",
 ]
