@@ -47,7 +47,11 @@ def eval_numbers(sweep: Path) -> dict[str, dict]:
     return {name: json.loads((sweep / name / "eval.json").read_text()) for name in NAMES}
 
 
-def test_a_killed_sweep_resumes_without_redoing_finished_runs_and_aggregates(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """The 4-point sweep on the local engine, killed (SIGKILL to it and its workers) once its first run is done, then
+    run again: (the sweep folder, the runs done before the kill, their checkpoints' times, the rerun's status)."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
     spec, sweep = write_spec(tmp_path / "spec.json", SPEC), tmp_path / "sweep"
     proc = subprocess.Popen(
         [*VAELAB, "sweep", str(spec), "--out", str(sweep), "--workers", "1"],
@@ -63,10 +67,13 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs_and_aggregates(tmp
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = [n for n, r in read_status(sweep)["runs"].items() if r["status"] == "done"]
-    assert first and len(first) < 4
     stamps = {n: (sweep / n / "checkpoint.pt").stat().st_mtime_ns for n in first}
+    return sweep, first, stamps, run_sweep(spec, sweep, workers=2)
 
-    status = run_sweep(spec, sweep, workers=2)  # the rerun: finished runs skipped, the killed one resumed or redone
+
+def test_a_killed_sweep_resumes_without_redoing_finished_runs(resumed):
+    sweep, first, stamps, status = resumed
+    assert first and len(first) < 4
     runs = status["runs"]
     assert list(runs) == NAMES and all(r["status"] == "done" for r in runs.values())
     for n in first:
@@ -78,7 +85,12 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs_and_aggregates(tmp
         }
         config = json.loads((sweep / n / "config.json").read_text())
         assert config["model_config"]["latent_dim"] == int(n.split("=")[1][0])
+    again = run_sweep(sweep.parent / "spec.json", sweep, workers=2)  # nothing left to do: every run kept as it was
+    assert again["runs"] == runs
 
+
+def test_the_sweep_aggregates_into_one_table(resumed, tmp_path, capsys):
+    sweep = resumed[0]
     code, out, _ = run_cli(capsys, "aggregate", str(sweep), "--csv", str(tmp_path / "table.csv"))
     assert code == 0 and "eval/nll" in out and "±" in out
     rows = {(r["latent_dim"], r["metric"]): r for r in csv.DictReader(open(tmp_path / "table.csv"))}
@@ -90,9 +102,6 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs_and_aggregates(tmp
         assert float(row["mean"]) == pytest.approx(statistics.mean(values))
         assert float(row["sd"]) == pytest.approx(statistics.stdev(values))
     assert (sweep / "figures" / "eval_nll.png").is_file()
-
-    again = run_sweep(spec, sweep, workers=2)  # nothing left to do: every run kept as it was
-    assert again["runs"] == runs
 
 
 def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, capsys):
@@ -114,10 +123,9 @@ def test_a_failed_run_is_recorded_and_the_others_go_on(tmp_path, capsys):
     assert "ae-val_fraction=0-seed0" in table.missing and {r.values["val_fraction"] for r in table.rows} == {0.1}
 
 
-def test_the_ray_engine_gives_the_local_engines_runs(tmp_path):
+def test_the_ray_engine_gives_the_local_engines_runs(resumed, tmp_path):
     pytest.importorskip("ray")
-    local, ray = tmp_path / "local", tmp_path / "ray"
-    run_sweep(parse_spec(SPEC), local, workers=2)
+    local, ray = resumed[0], tmp_path / "ray"
     status = run_sweep(parse_spec({**SPEC, "resources": {"cpus": 1}}), ray, engine="ray", workers=2)
     assert all(r["status"] == "done" for r in status["runs"].values())
     mine, theirs = eval_numbers(local), eval_numbers(ray)

@@ -27,6 +27,7 @@ from vaelab.sweeps.spec import Point, SweepSpec
 
 RAY_CONNECT_TIMEOUT_S = 10.0  # an address that does not answer within this is refused
 RAY_INSTALL = "pip install 'vaelab[ray]'"
+RAY_START_WAIT_S = 120
 Done = Callable[[Point, dict[str, Any]], None]
 
 
@@ -173,6 +174,8 @@ def ray_engine(points: Sequence[Point], out: str, spec: SweepSpec, options: Engi
     ray = import_ray()
     try:
         if options.address is None:
+            # a busy machine can take more than Ray's default 10 s to register the local node
+            os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAY_START_WAIT_S))
             ray.init(num_cpus=max(options.workers, int(spec.cpus)), include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=options.address, log_to_driver=False)

@@ -26,7 +26,8 @@ ERRORS = "errors"  # SWEEP/errors/NAME.log: the traceback of a run that failed w
 
 def run_point(point: Point, out: str, threads: int = 1, gpu: int | None = None) -> dict[str, Any]:
     """Train and report one point into OUT/NAME with ``threads`` CPU threads (or on GPU ``gpu``); the outcome:
-    ``{"status": "done" | "failed" | "interrupted", "action": "trained" | "resumed" | "kept", "error", "seconds"}``."""
+    ``{"status": "done" | "failed" | "interrupted", "action": "trained" | "resumed" | "extended" | "kept", "error",
+    "seconds"}``; a finished run of the same configuration with fewer epochs is trained on to this point's epochs."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)  # before CUDA starts in this process
     torch.set_num_threads(max(1, int(threads)))
@@ -66,12 +67,19 @@ def _train(point: Point, run_dir: Path) -> str:
         train(config, run_dir)
         return "trained"
     state = load_checkpoint(run_dir / CHECKPOINT)
-    saved = RunConfig.from_dict(state["config"], str(run_dir / CHECKPOINT)).to_dict()
-    if {**saved, "data_spec": None} != config.to_dict():
+    saved = {**RunConfig.from_dict(state["config"], str(run_dir / CHECKPOINT)).to_dict(), "data_spec": None}
+    wanted = config.to_dict()
+    epochs = wanted["train"]["epochs"]
+    if {**saved, "train": {**saved["train"], "epochs": epochs}} != wanted:
         raise VaelabError(
             f"{run_dir} holds a run of another configuration than this point of the sweep; remove it or sweep into "
             "another --out"
         )
+    if saved["train"]["epochs"] < epochs:  # a shorter run of this point: trained on, as if it had been this long
+        train(None, run_dir, resume=True, epochs=epochs)
+        return "extended"
+    if saved["train"]["epochs"] > epochs:
+        raise VaelabError(f"{run_dir} has trained {saved['train']['epochs']} epochs, more than the point's {epochs}")
     if state.get("finished"):
         return "kept"
     train(None, run_dir, resume=True)

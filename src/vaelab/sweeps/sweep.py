@@ -25,7 +25,7 @@ from typing import Any
 
 from vaelab.core.errors import Interrupted, VaelabError
 from vaelab.core.progress import Progress
-from vaelab.runs import write_json
+from vaelab.runs import read_config, write_json
 from vaelab.runs.folder import has_run
 from vaelab.sweeps.engines import ENGINES, EngineOptions
 from vaelab.sweeps.reports import REPORTS
@@ -122,7 +122,15 @@ def run_sweep(
 def _kept(before: dict[str, Any] | None, run_dir: Path, point: Point) -> dict[str, Any]:
     """A run's entry carried over from the last sweep: done stays done while its folder holds the run and every
     report the spec asks for."""
-    reports = all(REPORTS.get(kind).done(run_dir) for kind in point.reports)
-    if before and before.get("status") == "done" and has_run(run_dir) and reports:
+    if before and before.get("status") == "done" and has_run(run_dir) and _same(run_dir, point):
         return {k: before.get(k) for k in ("status", "action", "error", "seconds")}
     return {"status": "pending", "action": None, "error": None, "seconds": None}
+
+
+def _same(run_dir: Path, point: Point) -> bool:
+    """Whether the run folder holds this very point (its config, epochs included) with every report it asks for."""
+    try:
+        saved = {**read_config(run_dir).to_dict(), "data_spec": None}
+    except VaelabError:
+        return False
+    return saved == point.config().to_dict() and all(REPORTS.get(kind).done(run_dir) for kind in point.reports)
