@@ -1,10 +1,11 @@
 """vaelab: the autoencoder family, from the plain autoencoder to the VAE, in PyTorch.
 
 The layers, each importing only those below it: ``core`` <- ``probability``, ``nn`` <- ``models`` <- ``data`` <-
-``runs`` <- ``training`` <- ``eval`` <- ``viz`` <- ``presets`` <- ``api`` <- ``cli``.
+``runs`` <- ``training`` <- ``eval`` <- ``viz`` <- ``presets`` <- ``sweeps`` <- ``api``
+<- ``cli``.
 """
 
-from vaelab.api import resume, train, train_prior
+from vaelab.api import aggregate, resume, sweep, train, train_prior
 from vaelab.core.errors import VaelabError
 from vaelab.core.version import VERSION
 from vaelab.data import DATASETS, DataConfig, load_dataset
@@ -26,6 +27,7 @@ __all__ = [
     "Run",
     "RunConfig",
     "VaelabError",
+    "aggregate",
     "build_model",
     "evaluate",
     "evaluate_model",
@@ -35,6 +37,7 @@ __all__ = [
     "make_run_config",
     "probe",
     "resume",
+    "sweep",
     "train",
     "train_prior",
 ]

@@ -1,5 +1,5 @@
 """The ``vaelab`` command: train, eval, gaps, predict, probe, grad-variance, disentanglement, traverse, latents,
-sample, train-prior, models, datasets, presets.
+sample, train-prior, sweep, aggregate, models, datasets, presets.
 
 Every bad input surfaces as a VaelabError, printed as one line without a traceback (exit code 2).
 """
@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vaelab.api import finish, train_prior
+from vaelab.api import finish, sweep, train_prior
 from vaelab.core.config import parse_assignments
 from vaelab.core.errors import Interrupted, VaelabError
 from vaelab.core.version import VERSION
@@ -31,6 +32,10 @@ from vaelab.eval.sequences import REPEAT_LAST, predict
 from vaelab.models import MODELS
 from vaelab.presets import get_preset, presets
 from vaelab.runs import TrainConfig, load, make_run_config
+from vaelab.sweeps import ENGINES
+from vaelab.sweeps.aggregate import aggregate
+from vaelab.sweeps.spec import value_text
+from vaelab.training.distributed import launched
 from vaelab.training.prior import PRIOR_TRAIN_DEFAULTS
 from vaelab.training.trainer import resolve_device, train
 from vaelab.viz import LATENT_FIGURES, REPORT_FIGURES, TRAVERSAL_FIGURES, save_samples
@@ -54,6 +59,12 @@ SHORTHANDS = {
 
 def cmd_train(args: argparse.Namespace) -> None:
     given = {key: getattr(args, key) for key in SHORTHANDS if getattr(args, key) is not None}
+    launch = launched()
+    if launch is not None and args.devices is not None and args.devices != launch.world:
+        raise VaelabError(
+            f"--devices {args.devices} disagrees with the launcher's WORLD_SIZE={launch.world}; drop --devices "
+            "(the launcher decides the processes)"
+        )
     if args.resume:
         if args.model or set(given) - {"epochs"} or args.set or args.data or args.out or args.preset:
             raise VaelabError(
@@ -309,6 +320,33 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     console.print(f"next: vaelab sample {run.path}; vaelab eval {run.path}")
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    status = sweep(args.spec, args.out, args.engine, args.workers, args.ray_address)
+    counts = Counter(r["status"] for r in status["runs"].values())
+    console.print(f"sweep {args.out}: " + ", ".join(f"{n} {k}" for k, n in counts.items()), soft_wrap=True)
+    console.print(f"next: vaelab aggregate {args.out}", soft_wrap=True)
+    if counts.get("done", 0) < len(status["runs"]):
+        raise VaelabError(f"{len(status['runs']) - counts['done']} runs did not finish; see {args.out}/sweep.json")
+
+
+def cmd_aggregate(args: argparse.Namespace) -> None:
+    metrics = [m for item in args.metrics for m in item.split(",") if m] or None
+    result = aggregate(args.sweep, args.csv, metrics)
+    table = Table(title=f"sweep {args.sweep}: mean ± sd over seeds {', '.join(map(str, result.seeds))}")
+    for column in (*result.keys, "metric", "n", "mean ± sd", *(f"seed {s}" for s in result.seeds)):
+        table.add_column(column, justify="left" if column in (*result.keys, "metric") else "right")
+    for r in result.rows:
+        spread = f"{r.mean:.4g} ± {r.sd:.2g}" if r.sd is not None else f"{r.mean:.4g}"
+        cells = [f"{r.by_seed[s]:.4g}" if s in r.by_seed else "-" for s in result.seeds]
+        table.add_row(
+            *(value_text(r.values.get(k, "")) for k in result.keys), r.metric, str(len(r.by_seed)), spread, *cells
+        )
+    console.print(table)
+    for name, why in result.missing.items():
+        console.print(f"[yellow]not in the table: {name} ({why})[/]", soft_wrap=True)
+    console.print(f"written: {result.csv}, {len(result.figures)} figures in {args.sweep}/figures", soft_wrap=True)
+
+
 def _listing(title: str, entries) -> None:
     table = Table(title=title)
     table.add_column("name", style="bold")
@@ -452,6 +490,20 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--seed", type=int, help="seed of the prior's weights and data order (default: 0)")
     tp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="prior channels, layers, kernel")
     tp.set_defaults(func=cmd_train_prior)
+
+    sw = command("sweep", "train and evaluate every point of a grid over seeds, locally or on Ray")
+    sw.add_argument("spec", help="a JSON (or YAML) file: model|preset, data, options, grid, seeds, eval, resources")
+    sw.add_argument("--out", required=True, help="the sweep's folder: one run folder per point, sweep.json")
+    sw.add_argument("--engine", default="local", choices=ENGINES.names(), help="where the runs execute (default local)")
+    sw.add_argument("--workers", type=int, default=1, help="runs at once (local; a local Ray instance's CPUs)")
+    sw.add_argument("--ray-address", help="the Ray cluster to join (HOST:PORT, ray://HOST:PORT, auto); default: local")
+    sw.set_defaults(func=cmd_sweep)
+
+    ag = command("aggregate", "a sweep's reports in one table (CSV), mean ± sd over seeds, figures")
+    ag.add_argument("sweep", help="the sweep's folder (vaelab sweep --out)")
+    ag.add_argument("--csv", help="the table's CSV file (default SWEEP/aggregate.csv)")
+    ag.add_argument("--metrics", action="append", default=[], help="metric names or prefixes, e.g. eval/ (default all)")
+    ag.set_defaults(func=cmd_aggregate)
 
     command("models", "list the models").set_defaults(func=lambda a: _listing("models", MODELS))
     command("datasets", "list the data sets").set_defaults(func=lambda a: _listing("data sets", DATASETS))
