@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ from rich.table import Table
 from vaelab.api import finish, train_prior
 from vaelab.core.config import parse_assignments
 from vaelab.core.errors import Interrupted, VaelabError
+from vaelab.core.threads import ThreadsWarning, check_threads, set_threads
 from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
 from vaelab.eval.disentanglement import run_disentanglement
@@ -44,18 +46,19 @@ SHORTHANDS = {
     "device": "train.device",
     "devices": "train.devices",
     "precision": "train.precision",
+    "threads": "train.threads",
 }
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     given = {key: getattr(args, key) for key in SHORTHANDS if getattr(args, key) is not None}
     if args.resume:
-        if args.model or set(given) - {"epochs"} or args.set or args.data or args.out or args.preset:
+        if args.model or set(given) - {"epochs", "threads"} or args.set or args.data or args.out or args.preset:
             raise VaelabError(
                 "--resume continues a run with its own config.json; give no model or options with it "
-                "(only --epochs N, to train it on to N epochs in all)"
+                "(only --epochs N, to train it on to N epochs in all, and --threads N)"
             )
-        run_dir = train(None, args.resume, resume=True, epochs=args.epochs)
+        run_dir = train(None, args.resume, resume=True, epochs=args.epochs, threads=args.threads)
         run = finish(run_dir)
     else:
         model, data, options = args.model, args.data, {}
@@ -279,15 +282,27 @@ def _listing(title: str, entries) -> None:
     console.print(table)
 
 
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads for a command that computes."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: the CPUs this process may use, or $OMP_NUM_THREADS); "
+        "lower it on a machine shared with other jobs",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """What every command that reads a run's data takes: the run folder, the device, a moved data folder."""
+    """What every command that reads a run's data takes: the run folder, the device, a moved data folder, threads."""
     p.add_argument("run")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    add_threads_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, look.")
+    p.set_defaults(threads=None)
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model into a run folder")
@@ -303,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda"])
     t.add_argument("--devices", type=int, help="data-parallel processes (DDP)")
     t.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"])
+    add_threads_argument(t)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, repeatable")
     t.add_argument("--preset", help="a shipped configuration (see `vaelab presets`); flags override it")
     t.add_argument(
@@ -339,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, default=100, help="test points in the fixed batch (default 100)")
     g.add_argument("--mc-samples", type=int, default=2, help="L draws per point; >= 2 adds the baseline column")
     g.add_argument("--seed", type=int, default=0)
+    add_threads_argument(g)
     g.set_defaults(func=cmd_grad_variance)
 
     dm = sub.add_parser("disentanglement", help="BetaVAE, FactorVAE, MIG, DCI, SAP scores, merged into eval.json")
@@ -354,12 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--index", type=int, default=0, help="the test image to traverse around (default 0)")
     tv.add_argument("--out", help="folder for the figures (default RUN/figures)")
     tv.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    add_threads_argument(tv)
     tv.set_defaults(func=cmd_traverse)
 
     la = sub.add_parser("latents", help="latent figures: 2-D manifold, codes by label, interpolations")
     la.add_argument("run")
     la.add_argument("--out", help="folder for the PNGs (default RUN/figures)")
     la.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    add_threads_argument(la)
     la.set_defaults(func=cmd_latents)
 
     s = sub.add_parser("sample", help="draw images from a generative model's prior")
@@ -367,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="PNG path (default RUN/figures/samples.png)")
+    add_threads_argument(s)
     s.set_defaults(func=cmd_sample)
 
     tp = sub.add_parser("train-prior", help="VQ models: fit a gated PixelCNN prior over the frozen run's codes")
@@ -386,9 +406,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def use_threads(threads: int | None) -> None:
+    """Apply the thread policy to this process (``--threads``, else the default); warn once, on one line, when the
+    count is more than the CPUs this process may use."""
+    if threads is not None:
+        message = check_threads(threads)
+        if message is not None:
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]warning: {escape(message)}[/]", highlight=False)
+    warnings.filterwarnings("ignore", category=ThreadsWarning)  # said once above; the trainer would repeat it
+    set_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        use_threads(args.threads)
         args.func(args)
     except Interrupted as e:
         Console(stderr=True, soft_wrap=True).print(f"vaelab: {escape(str(e))}", highlight=False)

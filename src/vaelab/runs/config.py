@@ -33,7 +33,9 @@ class TrainConfig:
     ``seed``; ``device`` (``auto``, ``cpu``, ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``,
     ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
     ``checkpoint_every`` steps between checkpoints (there is also one each epoch); ``eval_batch_size`` for
-    validation and evaluation. Bad values are refused with one line naming the accepted ones.
+    validation and evaluation; ``threads``, torch's CPU threads (0: the CPUs this process may use, or
+    ``OMP_NUM_THREADS``; shared among the processes of ``devices=N``, see ``vaelab.core.threads``). Bad values are
+    refused with one line naming the accepted ones.
     """
 
     epochs: int = 10
@@ -51,6 +53,7 @@ class TrainConfig:
     log_every: int = 50  # steps between logged (and NaN-checked) training metrics
     checkpoint_every: int = 500  # steps between training checkpoints (also one each epoch)
     eval_batch_size: int = 500
+    threads: int = 0  # torch CPU threads, shared among the devices=N processes; 0: the default policy
 
     def __post_init__(self) -> None:
         for key, choices in (("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
@@ -61,6 +64,8 @@ class TrainConfig:
                 raise VaelabError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise VaelabError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.threads < 0:
+            raise VaelabError(f"threads must be >= 0 (0: the CPUs this process may use), got {self.threads}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.patience < 0:
             raise VaelabError("grad_clip, weight_decay and patience must be >= 0")
         if not 0 < self.lr_decay <= 1:
