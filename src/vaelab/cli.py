@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from rich.table import Table
 from vaelab.api import finish, sweep, train_prior
 from vaelab.core.config import parse_assignments
 from vaelab.core.errors import Interrupted, VaelabError
+from vaelab.core.threads import ThreadsWarning, check_threads, set_threads
 from vaelab.core.version import VERSION
 from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
@@ -54,6 +56,7 @@ SHORTHANDS = {
     "device": "train.device",
     "devices": "train.devices",
     "precision": "train.precision",
+    "threads": "train.threads",
 }
 
 
@@ -66,12 +69,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             "(the launcher decides the processes)"
         )
     if args.resume:
-        if args.model or set(given) - {"epochs"} or args.set or args.data or args.out or args.preset:
+        if args.model or set(given) - {"epochs", "threads"} or args.set or args.data or args.out or args.preset:
             raise VaelabError(
                 "--resume continues a run with its own config.json; give no model or options with it "
-                "(only --epochs N, to train it on to N epochs in all)"
+                "(only --epochs N, to train it on to N epochs in all, and --threads N)"
             )
-        run_dir = train(None, args.resume, resume=True, epochs=args.epochs)
+        run_dir = train(None, args.resume, resume=True, epochs=args.epochs, threads=args.threads)
         run = finish(run_dir)
     else:
         model, data, options = args.model, args.data, {}
@@ -367,8 +370,18 @@ class HelpFormatter(argparse.HelpFormatter):
         return text
 
 
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads for a command that computes."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: the CPUs this process may use, or $OMP_NUM_THREADS); "
+        "lower it on a machine shared with other jobs",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """What every command that loads a run takes: the run folder, the device, a moved data folder."""
+    """What every command that loads a run takes: the run folder, the device, a moved data folder, threads."""
     p.add_argument("run", help="a run folder written by vaelab train")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
     p.add_argument(
@@ -376,6 +389,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="where the run's data set lives now, if it moved (default: the folder recorded at training; if that "
         "is gone, $VAELAB_DATA)",
     )
+    add_threads_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -383,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vaelab", description="Autoencoders and VAEs: train, evaluate, look.", formatter_class=HelpFormatter
     )
     p.add_argument("--version", action="version", version=f"vaelab {VERSION}")
+    p.set_defaults(threads=None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tc = TrainConfig()
 
@@ -408,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["32", "bf16-mixed", "16-mixed"],
         help=f"32-bit floats, or mixed precision with bf16 or fp16 autocast (default: {tc.precision})",
     )
+    add_threads_argument(t)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, repeatable")
     t.add_argument("--preset", help="a shipped configuration (see `vaelab presets`); flags override it")
     t.add_argument(
@@ -515,11 +531,23 @@ def _terminated(signum: int, frame: object) -> None:
     raise Interrupted("terminated (SIGTERM)", 143)
 
 
+def use_threads(threads: int | None) -> None:
+    """Apply the thread policy to this process (``--threads``, else the default); warn once, on one line, when the
+    count is more than the CPUs this process may use."""
+    if threads is not None:
+        message = check_threads(threads)
+        if message is not None:
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]warning: {escape(message)}[/]", highlight=False)
+    warnings.filterwarnings("ignore", category=ThreadsWarning)  # said once above; the trainer would repeat it
+    set_threads(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
+        use_threads(args.threads)
         args.func(args)
     except Interrupted as e:
         Console(stderr=True, soft_wrap=True).print(f"vaelab: {escape(str(e))}", highlight=False)

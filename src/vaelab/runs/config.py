@@ -36,7 +36,9 @@ class TrainConfig:
     ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
     ``checkpoint_every`` steps between checkpoints (there is also one each epoch); ``eval_batch_size`` for
     validation and evaluation; ``alternate`` K > 0 alternates K decoder steps (the encoder fixed) with K encoder steps
-    (the decoder fixed), any VAE (0: the joint update). Bad values are refused with one line naming the accepted ones.
+    (the decoder fixed), any VAE (0: the joint update); ``threads``, torch's CPU threads (0: the CPUs this process may
+    use, or ``OMP_NUM_THREADS``; shared among the processes of ``devices=N``, see ``vaelab.core.threads``). Bad values
+    are refused with one line naming the accepted ones.
     """
 
     epochs: int = 10
@@ -55,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between training checkpoints (also one each epoch)
     eval_batch_size: int = 500
     alternate: int = 0  # K > 0: K steps of the decoder (encoder fixed), then K of the encoder (decoder fixed); 0: joint
+    threads: int = 0  # torch CPU threads, shared among the devices=N processes; 0: the default policy
 
     def __post_init__(self) -> None:
         for key, choices in (("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
@@ -65,6 +68,8 @@ class TrainConfig:
                 raise VaelabError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise VaelabError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.threads < 0:
+            raise VaelabError(f"threads must be >= 0 (0: the CPUs this process may use), got {self.threads}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.patience < 0:
             raise VaelabError("grad_clip, weight_decay and patience must be >= 0")
         if self.alternate < 0:

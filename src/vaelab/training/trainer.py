@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from vaelab.core.errors import Interrupted, VaelabError, WriteError
+from vaelab.core.threads import set_threads
 from vaelab.data import DATA_ENV, DATASETS, Dataset, load_dataset
 from vaelab.models import MODELS, DataSpec, Model, build_model
 from vaelab.runs import (
@@ -118,13 +119,15 @@ def train(
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
     epochs: int | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Train ``config`` into ``run_dir`` (None: a fresh folder runs/MODEL-DATA-TIME), or continue the run there
     (``resume``: its config comes from its checkpoint); returns the run folder.
 
     ``epochs`` with ``resume`` trains a run, finished or not, on to that many epochs in all: the same weights as a
     run started with that many (the data order and the step-wise learning rate do not depend on the length; a
-    cosine schedule does, so it is refused). Launched by torchrun (or any launcher that sets RANK, WORLD_SIZE,
+    cosine schedule does, so it is refused). ``threads`` with ``resume`` sets the resumed run's ``train.threads``.
+    Launched by torchrun (or any launcher that sets RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT), every process calls this and they join one process group."""
     if epochs is not None and not resume:
         raise VaelabError("epochs= here extends a resumed run; give a new run its epochs in its config")
@@ -141,6 +144,8 @@ def train(
             stop.run_dir = held.run_dir
             try:
                 config, state = prepare(config, held.run_dir, resume, epochs)
+                if threads and resume:
+                    config = dataclasses.replace(config, train=dataclasses.replace(config.train, threads=threads))
                 world = config.train.devices
                 device = resolve_device(config.train.device)
                 if world > 1 and device.type == "cuda" and torch.cuda.device_count() < world:
@@ -269,7 +274,6 @@ def _worker(
             torch.cuda.set_device(rank)
             device = torch.device("cuda", rank)
         else:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
             device = torch.device("cpu")
         with StopSignal() as stop:
             stop.run_dir = run_dir
@@ -370,6 +374,8 @@ class Trainer:
         self.rank, self.world = rank, world
         self.stop = stop or StopSignal()
         tc = config.train
+        if tc.threads or world > 1:  # else the process's own setting (the CLI applies the default policy)
+            set_threads(tc.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         torch.manual_seed(tc.seed)
         model_cls = MODELS.get(config.model)
         check_kind(config.model, config.data.name)
