@@ -247,6 +247,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     images = run.model.sample(args.n)
     out = Path(args.out) if args.out else run.path / "figures" / "samples.png"
+    write = DATASETS.entry(run.config.data.name).meta.get("write_samples")  # a table: rows in its own units
+    if write is not None:
+        console.print(f"written: {write(run.config.data, images, out)}")
+        return
     save_images(out, images.reshape(args.n, *run.model.data_shape), f"{args.n} samples from the prior")
     console.print(f"written: {out}")
 
@@ -292,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model into a run folder")
     t.add_argument("model", nargs="?", help=f"one of: {', '.join(MODELS.names())}")
-    t.add_argument("--data", help=f"one of: {', '.join(DATASETS.names())} (default digits)")
+    t.add_argument(
+        "--data",
+        metavar="NAME|PATH",
+        help=f"one of: {', '.join(DATASETS.names())} (default digits), or your own: a folder of images, an .npy/.npz "
+        "array or a .csv table",
+    )
     t.add_argument("--data-dir", help="folder with the data files (else $VAELAB_DATA, else download)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
