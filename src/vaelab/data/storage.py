@@ -67,7 +67,7 @@ def scan(array: Any) -> Scan:
 
 def encode(block: np.ndarray, encoding: str) -> np.ndarray:
     """A block of rows in ``encoding`` (the rows flattened; bits packed along each row)."""
-    flat = block.reshape(len(block), -1)
+    flat = block.reshape(len(block), int(np.prod(block.shape[1:])))
     if encoding == "bits":
         return np.packbits(flat != 0, axis=1)
     if encoding == "uint8":
@@ -116,7 +116,7 @@ class DeviceSplit:
     def of(cls, x: Tensor) -> DeviceSplit:
         """A float tensor held as it is."""
         lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
-        return cls(x.reshape(len(x), -1).float(), "float32", tuple(x.shape[1:]), lo, hi)
+        return cls(x.flatten(1).float(), "float32", tuple(x.shape[1:]), lo, hi)
 
     def __len__(self) -> int:
         return len(self.data)

@@ -76,6 +76,7 @@ class StreamSplit:
             collate_fn=_as_batch,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=PREFETCH if workers else None,
+            generator=torch.Generator(),  # its worker seed must not come from (and shift) the training RNG
         )
 
     def _decode(self, raw: Tensor) -> Tensor:
