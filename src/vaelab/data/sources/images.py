@@ -26,7 +26,9 @@ class Geometry:
 
 def fit(img: Image.Image, geometry: Geometry) -> Image.Image:
     """One image to the geometry's mode and square size (bilinear, antialiased down-scaling)."""
-    img = img.convert("L" if geometry.channels == 1 else "RGB")
+    mode = "L" if geometry.channels == 1 else "RGB"
+    if img.mode != mode:
+        img = img.convert(mode)
     if geometry.crop:
         w, h = img.size
         c = min(geometry.crop, w, h)
@@ -72,12 +74,11 @@ class ImageFiles(LazyArray):
         """Image ``i`` as (C, H, W) uint8; a file Pillow cannot decode, or of another size, is named."""
         try:
             with self._open(i) as img:
-                img = fit(img, self.geometry)
+                a = np.asarray(fit(img, self.geometry), dtype=np.uint8)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, zipfile.BadZipFile) as e:
             raise VaelabError(
                 f"{self.where(i)}: cannot read it as an image ({e}); remove or replace the file"
             ) from None
-        a = np.asarray(img, dtype=np.uint8)
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         if a.shape != self.shape[1:]:
             raise VaelabError(
@@ -93,10 +94,11 @@ class ImageFiles(LazyArray):
         return out
 
 
-def header(path: Path) -> tuple[tuple[int, int], str]:
-    """(width, height) and mode of an image file, from its header; an unreadable file is named."""
+def header(path: Path, data: Any = None) -> tuple[tuple[int, int], str]:
+    """(width, height) and mode of an image file (or of its bytes ``data``, a file object), from its header; an
+    unreadable file is named."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else data) as img:
             return img.size, img.mode
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise VaelabError(f"{path}: cannot read it as an image ({e}); remove or replace the file") from None
