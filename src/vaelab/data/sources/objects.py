@@ -108,7 +108,7 @@ def from_dataset(ds: torch.utils.data.Dataset) -> Path:
     labels = np.zeros(n, dtype=np.int64) if first_label is not None else None
 
     def write(out: np.memmap, h: Any) -> None:
-        with Progress(n, "caching the Dataset") as bar:
+        with Progress(n, "caching the Dataset", unit="items") as bar:
             for i in range(n):
                 x, label = (first, first_label) if i == 0 else item(i)
                 if x.shape != first.shape:

@@ -126,6 +126,15 @@ def write_samples(config: Any, samples: Tensor, out: Path) -> Path:
     return out
 
 
+def in_table_units(config: Any, result: dict[str, Any]) -> dict[str, float]:
+    """A run's bounds in the table's own units: log p(x) = log p(z) - sum_j log scale_j per row."""
+    c = log_scale(config.scale)
+    out = {f"{k}_table_units": result[k] - c for k in ("elbo", "iwae") if k in result}
+    if "nll" in result:
+        out["nll_table_units"] = result["nll"] + c
+    return out
+
+
 @DATASETS.register(
     NAME,
     "your own table: --data FILE.csv of numeric columns, standardized, Gaussian likelihood",
@@ -135,6 +144,7 @@ def write_samples(config: Any, samples: Tensor, out: Path) -> Path:
     takes_seed=True,
     takes_stats=True,
     write_samples=write_samples,
+    in_data_units=in_table_units,
 )
 def load_table(
     data_dir: Path | None,
