@@ -299,7 +299,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     run = load(args.run, device)
     torch.manual_seed(args.seed)
-    samples = run.model.sample(args.n).reshape(args.n, *run.model.data_shape)
+    samples = run.model.sample(args.n)
+    write = DATASETS.entry(run.config.data.name).meta.get("write_samples")  # a table: rows in its own units
+    if write is not None:
+        out = Path(args.out) if args.out else run.path / "figures" / "samples.csv"
+        console.print(f"written: {write(run.config.data, samples, out)}")
+        return
+    samples = samples.reshape(args.n, *run.model.data_shape)
     out = save_samples(Path(args.out) if args.out else None, run.path / "figures", samples)
     console.print(f"written: {out}")
 
@@ -406,7 +412,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = command("train", "train a model into a run folder")
     t.add_argument("model", nargs="?", help=f"one of: {', '.join(MODELS.names())}")
-    t.add_argument("--data", help=f"one of: {', '.join(DATASETS.names())} (default: digits, or the preset's)")
+    t.add_argument(
+        "--data",
+        metavar="NAME|PATH",
+        help=f"one of: {', '.join(DATASETS.names())} (default: digits, or the preset's), or your own: a folder of "
+        "images, an .npy/.npz array or a .csv table",
+    )
     t.add_argument(
         "--data-dir", help="folder with the data files (default: $VAELAB_DATA, else download into the cache)"
     )

@@ -32,7 +32,7 @@ import numpy as np
 
 from vaelab.core.errors import VaelabError
 from vaelab.core.progress import Progress
-from vaelab.data.base import DATASETS, ImageArrays
+from vaelab.data.base import DATASETS, ImageArrays, LazyArray
 from vaelab.data.factors import FACTOR_SOURCES, CachedGrid, FactorDataset
 
 SHAPES = ("square", "ellipse", "heart")
@@ -209,11 +209,14 @@ def find_archive(data_dir: Path | None) -> Path | None:
     return None
 
 
-def arrays(source: FactorDataset, test_fraction: float = 0.1, limit: int | None = None) -> ImageArrays:
+def arrays(
+    source: FactorDataset, test_fraction: float = 0.1, limit: int | None = None, lazy: bool = False
+) -> ImageArrays:
     """Materialise a factor data set as ImageArrays (binary), factor indices (N, K) int64 as the labels.
 
     The images are shuffled with a fixed seed; ``limit`` keeps only that many (a random subset of the grid), and
-    a ``test_fraction`` share of them is the test split. The full 64x64 grid is 12 GB as float32: use ``limit``.
+    a ``test_fraction`` share of them is the test split. The full 64x64 grid is 12 GB as float32: use ``limit``,
+    or ``lazy`` (images drawn when read, as bool: held on the device as bits, the full grid takes 377 MB).
     """
     if not 0 < test_fraction < 1:
         raise VaelabError(f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -224,13 +227,27 @@ def arrays(source: FactorDataset, test_fraction: float = 0.1, limit: int | None 
         order = order[:limit]
     n_test = max(1, round(len(order) * test_fraction))
     test_idx, train_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+    images = (lambda idx: FactorImages(source, idx)) if lazy else (lambda idx: _images(source, idx))
     return ImageArrays(
-        train=_images(source, train_idx),
-        test=_images(source, test_idx),
+        train=images(train_idx),
+        test=images(test_idx),
         train_labels=source.index_to_factors(train_idx),
         test_labels=source.index_to_factors(test_idx),
         binary=True,
     )
+
+
+class FactorImages(LazyArray):
+    """The images of some grid indices as a bool (N, C, H, W) array, drawn when read."""
+
+    dtype = np.dtype(np.bool_)
+
+    def __init__(self, source: FactorDataset, indices: np.ndarray) -> None:
+        self.source, self.indices = source, np.asarray(indices)
+        self.shape = (len(self.indices), *source.images(np.array([0])).shape[1:])
+
+    def rows(self, indices: np.ndarray) -> np.ndarray:
+        return self.source.images(self.indices[indices]) != 0
 
 
 def _images(source: FactorDataset, indices: np.ndarray, batch: int = 16384) -> np.ndarray:
@@ -272,7 +289,7 @@ FACTOR_SOURCES["dsprites-small"] = small_source
 )
 def load_dsprites(data_dir: Path | None, limit: int | None = 100_000) -> ImageArrays:
     """Loader for the ``dsprites`` registry entry: a fixed random ``limit`` images of the full grid (None: all)."""
-    return arrays(dsprites_source(data_dir), limit=limit)
+    return arrays(dsprites_source(data_dir), limit=limit, lazy=True)
 
 
 @DATASETS.register(

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from vaelab.core.errors import VaelabError
 from vaelab.core.progress import Progress
-from vaelab.data import Dataset
+from vaelab.data import DATASETS, Dataset
 from vaelab.eval.registry import BATCH_METRICS, LOG_LIKELIHOOD, SPLIT_METRICS
 from vaelab.models import Model
 from vaelab.runs import Run
@@ -91,7 +91,9 @@ def evaluate_run(
         iw_samples = DEFAULT_IW_SAMPLES
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
-    return evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+    result = evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+    in_units = DATASETS.entry(run.config.data.name).meta.get("in_data_units")  # a table: its standardization undone
+    return {**result, **in_units(run.config.data, result)} if in_units else result
 
 
 def write_eval(run: Run, result: dict[str, Any]) -> dict[str, Any]:

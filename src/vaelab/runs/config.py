@@ -16,7 +16,7 @@ from typing import Any
 
 from vaelab.core.config import make_config
 from vaelab.core.errors import VaelabError
-from vaelab.data import DATASETS, DataConfig
+from vaelab.data import DATASETS, DataConfig, describe_data
 from vaelab.models import MODELS, DataSpec, ModelConfig
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
@@ -129,19 +129,18 @@ class RunConfig:
         )
 
 
-def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig:
+def make_run_config(model: str, data: Any, options: dict[str, Any]) -> RunConfig:
     """Sort flat options (``beta=4``, ``epochs=3``, ``model.hidden=200,200``) into the three sections.
 
-    A bare key goes to whichever section has it; ``section.key`` names the section explicitly. A data set may name
-    the likelihood that fits it (the oscillator's real-valued signals: gaussian); it is the default there.
+    ``data`` is a ``DATASETS`` name, a path (an image folder, .npy/.npz, .csv) or a Python object (a tensor, an
+    array, a torch Dataset): ``describe_data`` gives the data section for it (for a path: its absolute path and a
+    fingerprint of its contents). A bare key goes to whichever section has it; ``section.key`` names the section
+    explicitly. A data set may name the likelihood that fits it (the oscillator's real-valued signals, tables:
+    gaussian); it is the default there.
     """
     model_cls = MODELS.get(model)
-    fitting = DATASETS.entry(data).meta.get("likelihood")
-    if fitting and "likelihood" in {f.name for f in dataclasses.fields(model_cls.Config)}:
-        if not any(k.rpartition(".")[2] == "likelihood" for k in options):
-            options = {"model.likelihood": fitting, **options}
     classes = {"model": model_cls.Config, "data": DataConfig, "train": TrainConfig}
-    sections: dict[str, dict[str, Any]] = {"model": {}, "data": {"name": data}, "train": {}}
+    sections: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
     for key, value in options.items():
         section, _, name = key.rpartition(".")
         if section and section not in classes:
@@ -153,13 +152,18 @@ def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig
             valid = sorted(f.name for c in classes.values() for f in dataclasses.fields(c) if f.name != "name")
             raise VaelabError(f"unknown config key {key!r} for model {model!r}; valid keys: {', '.join(valid)}")
         sections[owners[0]][name] = value
+    train = make_config(TrainConfig, sections["train"], "train")
+    sections["data"].update(describe_data(data, train.seed, sections["data"]))
+    fitting = DATASETS.entry(sections["data"]["name"]).meta.get("likelihood")
+    if fitting and "likelihood" in {f.name for f in dataclasses.fields(model_cls.Config)}:
+        sections["model"].setdefault("likelihood", fitting)
     if sections["data"].get("data_dir") is not None:  # absolute: the run's commands work from any folder
         sections["data"]["data_dir"] = absolute(sections["data"]["data_dir"])
     return RunConfig(
         model=model,
         model_config=make_config(model_cls.Config, sections["model"], "model"),
         data=make_config(DataConfig, sections["data"], "data"),
-        train=make_config(TrainConfig, sections["train"], "train"),
+        train=train,
     )
 
 

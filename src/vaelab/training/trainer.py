@@ -382,8 +382,8 @@ class Trainer:
         binary = model_cls.needs_binary_data(config.model_config)
         # a resumed run whose recorded data folder is gone reads $VAELAB_DATA (the data spec must still match)
         data = config.data if state is None else data_now(config.data)
-        self.data: Dataset = load_dataset(data, tc.seed, device, binary, root=run_dir)
-        spec = DataSpec(self.data.shape, len(self.data.train))
+        self.data: Dataset = load_dataset(data, tc.seed, device, binary, root=run_dir, world=world)
+        spec = DataSpec(self.data.shape, self.data.size("train"))
         if config.data_spec is not None and config.data_spec != spec:
             raise VaelabError(
                 f"the data of {run_dir} changed since the run started: it was {config.data_spec}, now {spec}; "
@@ -392,7 +392,7 @@ class Trainer:
             )
         self.config = config = dataclasses.replace(config, data_spec=spec)
         self.model: Model = build_model(config.model, spec, config.model_config).to(device)
-        self.model.check_data(self.data.train)
+        self.model.check_data(self.data.extremes())
         if rank > 0:  # rank 0 keeps the run's stream; the others draw their own noise
             torch.manual_seed(rank_seed(tc.seed, rank))
         self.steps_per_epoch = self.data.steps_per_epoch(tc.batch_size * world)
@@ -443,7 +443,7 @@ class Trainer:
         self.monitor = monitor = Monitor(
             self.run_dir, self.total_steps, self.step, self.metrics_rows, enabled=self.rank == 0, title=what
         )
-        for note in self.model.notes:
+        for note in [self.data.note, *self.model.notes]:
             monitor.print(f"note: {note}")
         self.stop.armed = True
         try:
@@ -571,7 +571,7 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self, monitor: Monitor) -> None:
-        if len(self.data.val) == 0:
+        if self.data.size("val") == 0:
             if self.rank == 0:
                 save_weights(self.run_dir, self.model)
             return
