@@ -450,11 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gp = command("gaps", "VAEs: log p(x), ELBO, IWAE_K; the inference gap as approximation + amortization")
     add_run_arguments(gp)
-    gp.add_argument("--k", type=int, default=100, help="K of the IWAE bound reported (default 100)")
-    gp.add_argument("--points", type=int, default=100, help="the first N points of the split (default 100)")
+    gp.add_argument("--k", type=int, default=100, help="K of the IWAE bound reported")
+    gp.add_argument("--points", type=int, default=100, help="the first N points of the split")
     gp.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split to evaluate")
     gp.add_argument("--large-k", type=int, default=5000, help="K of the log p(x) estimate where it is not exact")
-    gp.add_argument("--steps", type=int, default=500, help="Adam steps of the per-point q (default 500)")
+    gp.add_argument("--steps", type=int, default=500, help="Adam steps of the per-point q")
     gp.set_defaults(func=cmd_gaps)
 
     pd = command("predict", "sequence models: jumpy prediction error by horizon, rollout strip and GIF")
@@ -521,14 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     sw = command("sweep", "train and evaluate every point of a grid over seeds, locally or on Ray")
     sw.add_argument("spec", help="a JSON (or YAML) file: model|preset, data, options, grid, seeds, eval, resources")
     sw.add_argument("--out", required=True, help="the sweep's folder: one run folder per point, sweep.json")
-    sw.add_argument("--engine", default="local", choices=ENGINES.names(), help="where the runs execute (default local)")
+    sw.add_argument("--engine", default="local", choices=ENGINES.names(), help="where the runs execute")
     sw.add_argument("--workers", type=int, default=1, help="runs at once (local; a local Ray instance's CPUs)")
     sw.add_argument("--ray-address", help="the Ray cluster to join (HOST:PORT, ray://HOST:PORT, auto); default: local")
     sw.set_defaults(func=cmd_sweep)
 
     ag = command("aggregate", "a sweep's reports in one table (CSV), mean ± sd over seeds, figures")
     ag.add_argument("sweep", help="the sweep's folder (vaelab sweep --out)")
-    ag.add_argument("--csv", help="the table's CSV file (default SWEEP/aggregate.csv)")
+    ag.add_argument("--csv", help="the table's CSV file (default: SWEEP/aggregate.csv)")
     ag.add_argument("--metrics", action="append", default=[], help="metric names or prefixes, e.g. eval/ (default all)")
     ag.set_defaults(func=cmd_aggregate)
 
