@@ -19,6 +19,7 @@ from vaelab.core.errors import VaelabError
 from vaelab.data import DataConfig, describe_data, load_dataset
 from vaelab.data.celeba import load_celeba64
 from vaelab.data.download import CACHE_ENV
+from vaelab.data.sources.table import in_table_units
 from vaelab.data.storage import DeviceSplit, decode, encode, scan
 from vaelab.runs import load
 
@@ -378,3 +379,19 @@ def test_bad_tables(tmp_path, capsys):
     fails_with(capsys, "column 'colour' is not numeric", "train", "vae", "--data", str(path))
     path.write_text("a,b\n1,2\n3,nan\n4,5\n")
     fails_with(capsys, "column 'b' holds NaN", "train", "vae", "--data", str(path))
+
+
+def test_table_units_follow_the_change_of_variables():
+    """In the table's units a density loses sum_j log scale_j per row: against torch.distributions' affine route."""
+    shift, scale = (1.0, -2.0, 30.0), (0.5, 3.0, 20.0)
+    z = torch.distributions.Normal(torch.zeros(3), torch.ones(3))
+    x = torch.distributions.TransformedDistribution(
+        z, torch.distributions.AffineTransform(torch.tensor(shift), torch.tensor(scale))
+    )
+    point = torch.tensor([0.3, -1.0, 2.0])
+    log_pz = float(z.log_prob(point).sum())
+    log_px = float(x.log_prob(point * torch.tensor(scale) + torch.tensor(shift)).sum())
+    config = DataConfig("table", shift=shift, scale=scale)
+    got = in_table_units(config, {"elbo": log_pz, "iwae": log_pz, "nll": -log_pz})
+    assert got["elbo_table_units"] == pytest.approx(log_px, abs=1e-5)
+    assert got["nll_table_units"] == pytest.approx(-log_px, abs=1e-5)

@@ -88,8 +88,8 @@ def describe_data(data: Any, seed: int, options: dict[str, Any]) -> dict[str, An
     kinds = "; ".join(e.obj.accepts for e in PATH_SOURCES)
     if not path.exists():
         raise VaelabError(
-            f"unknown data set {str(data)!r} (and no such file or folder); choose from: {', '.join(DATASETS.names())}, "
-            f"or give a path: {kinds}"
+            f"unknown data set {str(data)!r}; choose from: {', '.join(DATASETS.names())}, or give a path: {kinds} "
+            "(no such file or folder)"
         )
     for entry in PATH_SOURCES:
         if entry.obj.matches(path):
