@@ -140,3 +140,10 @@ def test_kl_to_the_unit_gaussian_is_torchs_rule():
     torch.testing.assert_close(
         torch.autograd.grad(fast.sum(), (loc, scale)), torch.autograd.grad(plain.sum(), (loc, scale))
     )
+
+
+@torch.no_grad()
+def test_an_empty_batch_has_an_empty_bound():
+    model = build_model("vae", (1, 8, 8), latent_dim=2, hidden=(8,))
+    x = torch.zeros(0, 1, 8, 8)
+    assert importance_weighted_bound(x, model.encode(x), model.prior(), model.decode, 10).shape == (0,)
