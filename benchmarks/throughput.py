@@ -32,13 +32,12 @@ What is timed (wall clock, ``time.perf_counter``; on CUDA after a synchronize):
                    checkpoints nothing. The headline ratio is vaelab steps / hand.
     vaelab fit     the wall time of the whole ``Trainer.fit()``: also validation, checkpoints (one
                    at the start, every ``checkpoint_every`` steps, one per epoch, one at the end),
-                   TensorBoard/metrics files and the end-of-run figures. Reported as samples/s of
+                   TensorBoard/metrics files and the end-of-run figures (``--no-figures``: without
+                   them). Reported as samples/s of
                    the same training samples, to show what a user waits for. Not timed for either
                    side: reading MNIST, carving the split and building the model (``Trainer()``).
-    vaelab own     the median ``samples_per_s`` of the train records in metrics.jsonl (the trainer's
-                   own rate per ``log_every`` interval; an interval holding a checkpoint is slower, which
-                   the median ignores).
-    CPU time       "hand" and "vaelab steps" once more, as ``time.process_time()`` (CPU seconds of all
+    pythae         the wall time of its ``train_step`` calls, one per epoch (after its ``prepare_training``).
+    CPU time       every row once more, as ``time.process_time()`` (CPU seconds of all
                    threads of this process) instead of wall time. On a machine shared with other jobs
                    this is much less disturbed than wall time (it does not count time spent waiting for
                    a core); with more than one thread it also counts OpenMP spin-waiting.
@@ -46,16 +45,16 @@ What is timed (wall clock, ``time.perf_counter``; on CUDA after a synchronize):
 The runs rotate (hand, vaelab, pythae; vaelab, pythae, hand; ...) after an untimed warm-up of each; the table gives
 best and median samples/s, and the ratios are the medians of each round's paired ratio (both runs from the same
 round, so slow drifts of the machine's load cancel). ``--steps-per-epoch``
-shortens a run by training on the first N*batch examples of the training split (both sides). Both
+shortens a run by training on the first N*batch examples of the training split (every side). All
 loops also report the mean training loss of their last epoch: they should agree (same model, data,
 optimizer), which shows the two sides do the same work.
 
-Threads: both loops run with ``--threads`` torch threads (default 1). On a small machine shared with
+Threads: every contender runs with ``--threads`` torch threads (default 1). On a small machine shared with
 other jobs, two OpenMP threads that lose their core to another process stall each other at every
 parallel region (a 100x784x512 matmul took 24 ms instead of 1.1 ms with a load average of 3 on 2
-cores), which swamps what this benchmark measures; ``--threads 0`` uses torch's default on a quiet
-machine. The per-step framework overhead is fixed in time, so fewer threads (longer steps) make the
-ratio look better and more threads make it look worse.
+cores), which swamps what this benchmark measures; more threads suit a quiet machine. The per-step framework
+overhead is fixed in time, so fewer threads (longer steps) make the ratio look better and more threads make it look
+worse.
 
 Usage:
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/throughput.py

@@ -122,3 +122,28 @@ def test_bernoulli_pixels_both_routes_agree():
     with_grad = BernoulliLikelihood((1, 5, 5))(logits.requires_grad_()).log_prob(x)
     assert with_grad.requires_grad and not no_grad.requires_grad
     torch.testing.assert_close(with_grad.detach(), no_grad, atol=1e-4, rtol=1e-6)
+
+
+def test_kl_to_the_unit_gaussian_is_torchs_rule():
+    from torch.distributions import Normal, kl_divergence
+    from torch.distributions.kl import _kl_independent_independent
+
+    from vaelab.probability.priors import PRIORS, UnitGaussian
+
+    p = PRIORS.get("standard").build(5, 1, (1, 8, 8), None)()
+    assert isinstance(p, UnitGaussian)
+    torch.manual_seed(3)
+    loc, scale = torch.randn(7, 5, requires_grad=True), (torch.rand(7, 5) + 0.05).requires_grad_()
+    q = Independent(Normal(loc, scale), 1)
+    fast, plain = kl_divergence(q, p), _kl_independent_independent(q, p)
+    torch.testing.assert_close(fast, plain)
+    torch.testing.assert_close(
+        torch.autograd.grad(fast.sum(), (loc, scale)), torch.autograd.grad(plain.sum(), (loc, scale))
+    )
+
+
+@torch.no_grad()
+def test_an_empty_batch_has_an_empty_bound():
+    model = build_model("vae", (1, 8, 8), latent_dim=2, hidden=(8,))
+    x = torch.zeros(0, 1, 8, 8)
+    assert importance_weighted_bound(x, model.encode(x), model.prior(), model.decode, 10).shape == (0,)

@@ -185,7 +185,8 @@ class VAE(VectorLatentModel):
             log_px_z = estimator(q, lambda z: self.decode(z).log_prob(x), cfg.mc_samples, cfg.baseline)  # (L, B)
         reconstruction = -log_px_z.mean()
         penalty, extra = self.regularizer(q, p, kl, step)
-        terms = {"reconstruction": reconstruction, "kl": kl.mean(), "elbo": -(reconstruction + kl.mean())}
+        kl_mean = kl.mean()
+        terms = {"reconstruction": reconstruction, "kl": kl_mean, "elbo": -(reconstruction + kl_mean)}
         return Loss(reconstruction + penalty, {**terms, **extra})
 
     def regularizer(
@@ -193,7 +194,9 @@ class VAE(VectorLatentModel):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """What the loss adds to the reconstruction term, and any named terms of it; subclasses (beta-VAE variants)
         override only this. ``kl`` is the per-point KL(q(z|x) || p(z)) (B,)."""
-        return self.kl_weight(step) * self.kl_penalty(q, p, kl), {}
+        weight = self.kl_weight(step)
+        penalty = self.kl_penalty(q, p, kl)
+        return (penalty if weight == 1.0 else weight * penalty), {}
 
     def kl_penalty(self, q: Distribution, p: Distribution, kl: Tensor) -> Tensor:
         """The KL as the optimizer sees it. Free bits: sum_j max(lambda, KL_j), KL_j a batch mean, per unit j when q

@@ -144,12 +144,14 @@ def importance_weighted_bound(
     budget = budget or memory_budget()
     _check_budget(x, samples, budget, samples if torch.is_grad_enabled() else 1)
     points, per_point = x.shape[0], _per_point(x)
+    if points == 0:
+        return x.new_zeros(0)
     rows = max(1, min(budget, chunk or chunk_outputs()) // per_point)
     # a tile: tk samples of tb points, at most ``rows`` decoder rows and at least half of them; groups of draws hold
     # whole tiles, so only the last group has a short one
-    tb = min(max(1, points), rows)
+    tb = min(points, rows)
     tk = max(1, rows // tb)
-    group = min(samples, tk * max(1, max(DRAW_ROWS, rows) // (tk * max(1, points))))
+    group = min(samples, tk * max(1, max(DRAW_ROWS, rows) // (tk * points)))
     total: Tensor | None = None
     for start in range(0, samples, group):
         k = min(group, samples - start)
