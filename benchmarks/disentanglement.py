@@ -5,23 +5,23 @@ Each row is a shipped preset (``vaelab presets``), trained once per seed, then s
 ``vaelab disentanglement`` (fixed metric seed 0, the default sample sizes: BetaVAE score 10,000 / 5,000 points of
 64 pairs, FactorVAE 10,000 / 5,000 votes of 64 images, MIG 10,000 codes, DCI and SAP 10,000 / 5,000 codes).
 
-    preset                        model         published (64x64 dSprites)
-    betavae-dsprites-small-b1     beta-vae b=1  BetaVAE score 61.58% (Higgins et al. 2017, "VAE")
-    betavae-dsprites-small-b4     beta-vae b=4  BetaVAE score 99.23% (Higgins et al. 2017)
-    annealed-vae-dsprites-small   annealed-vae  -
-    beta-tcvae-dsprites-small     beta-tcvae    MIG about 0.3-0.4 (Chen et al. 2018)
-    factor-vae-dsprites-small     factor-vae    FactorVAE score about 82% at gamma=35 (Kim & Mnih 2018)
+    betavae-dsprites-small-b1, betavae-dsprites-small-b4, annealed-vae-dsprites-small, beta-tcvae-dsprites-small,
+    factor-vae-dsprites-small
+
+(dsprites-small numbers are compared with each other only, never with published dSprites numbers; the study of
+benchmarks/disentanglement_study.py is the fuller comparison.)
 
 Usage (one CPU thread per process, about 10 minutes of training per row and seed at 30 epochs, 6 to 7 minutes of
 metrics):
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py                       # every row, seed 0
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement.py --seeds 1 2 3 4 5 \
         --rows betavae-dsprites-small-b1 betavae-dsprites-small-b4
-Runs go to OUT/seed-S/PRESET, each row's scores to OUT/seed-S/PRESET/benchmark.json (kept: a run that has one is
-neither trained nor scored again unless --rescore), so processes on different rows or seeds may share one OUT.
-Training as long as needed: with --epochs N, a run in OUT that has trained fewer epochs (interrupted, or a
-shorter benchmark) is trained on to N and scored again; that gives the same weights as a run of N epochs
-(constant learning rate), so a copy of OUT can be taken further, e.g. 30 -> 60 -> 120 epochs.
+The rows and seeds are a sweep (``vaelab sweep``; ``benchmarks/sweeps/disentanglement.json`` is the default one):
+runs go to OUT/PRESET-seedS, run by ``--workers`` local processes at once (or ``--engine ray``); a rerun skips the
+runs that are trained and scored, resumes interrupted ones, and --rescore scores them again. Each row's scores are
+also kept in OUT/PRESET-seedS/benchmark.json. Training as long as needed: with --epochs N, a run in OUT that has
+trained fewer epochs (a shorter benchmark) is trained on to N and scored again; that gives the same weights as a
+run of N epochs (constant learning rate), so a copy of OUT can be taken further, e.g. 30 -> 60 -> 120 epochs.
 Every finished row under OUT is then gathered into OUT/results.json and printed: per seed, as mean ± standard
 deviation over the seeds, and, for β=1 against β=4, on how many seeds β=4 scores higher on each metric.
 """
@@ -34,12 +34,9 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from vaelab.eval.disentanglement import run_disentanglement
-from vaelab.presets import get_preset
-from vaelab.runs import load, make_run_config, read_metrics
-from vaelab.training.trainer import train
+from vaelab.runs import load, read_metrics
+from vaelab.sweeps import parse_spec, read_status, run_sweep
 
 ROWS = (
     "betavae-dsprites-small-b1",
@@ -61,38 +58,34 @@ COLUMNS = (
 RESULT = "benchmark.json"
 
 
-def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
-    """Train (unless trained) and score one preset with one seed; the row is kept in RUN/benchmark.json."""
-    run_dir = Path(args.out) / f"seed-{seed}" / name
-    preset = get_preset(name)
-    epochs = args.epochs or preset.options["epochs"]
-    if (run_dir / RESULT).exists() and not args.rescore:
-        row = json.loads((run_dir / RESULT).read_text())
-        if row["epochs"] == epochs:
-            return row
-    start = time.perf_counter()
-    if not (run_dir / "config.json").exists():
-        print(f"training {name}, seed {seed} ...", flush=True)
-        train(make_run_config(preset.model, preset.data, {**preset.options, "seed": seed, "epochs": epochs}), run_dir)
-    else:
-        done = trained_epochs(run_dir)
-        if done > epochs:
-            raise SystemExit(f"{run_dir} has trained {done} epochs, more than --epochs {epochs}: use another --out")
-        if done < epochs:  # interrupted, or a shorter run to train on: the same weights as one run of `epochs`
-            print(f"training {name}, seed {seed} on from epoch {done} to {epochs} ...", flush=True)
-            train(None, run_dir, resume=True, epochs=epochs)
-    train_s = time.perf_counter() - start
+def sweep_spec(args: argparse.Namespace) -> dict:
+    """The benchmark as a sweep (benchmarks/sweeps/disentanglement.json is its default): the presets crossed with
+    the seeds, each run scored by ``vaelab disentanglement``."""
+    spec = {
+        "grid": {"preset": list(args.rows)},
+        "seeds": list(args.seeds),
+        "eval": {"disentanglement": {"seed": args.metric_seed, "quick": args.quick}},
+    }
+    if args.epochs:
+        spec["options"] = {"epochs": args.epochs}
+    return spec
+
+
+def row_of(run_dir: Path, preset: str, seconds: float | None, args: argparse.Namespace) -> dict:
+    """One row of the table from a scored run folder (kept in RUN/benchmark.json)."""
     run = load(run_dir)
-    start = time.perf_counter()
-    entry = run_disentanglement(run, args.metric_seed, quick=args.quick)
-    last = [r for r in run.metrics() if r.get("split") == "val"][-1]
+    if args.rescore:
+        start = time.perf_counter()
+        run_disentanglement(run, args.metric_seed, quick=args.quick)
+        seconds = time.perf_counter() - start
+    entry = json.loads((run_dir / "eval.json").read_text())["disentanglement"]
+    last = [r for r in read_metrics(run_dir) if r.get("split") == "val"][-1]
     row = {
-        "preset": name,
-        "model": preset.model,
+        "preset": preset,
+        "model": run.config.model,
         "epochs": run.config.train.epochs,
         "seed": run.config.train.seed,
-        "train_s": train_s,
-        "metrics_s": time.perf_counter() - start,
+        "seconds": seconds,  # training and scoring, as the sweep measured them
         "quick": args.quick,
         "val_elbo": last.get("elbo"),
         "val_kl": last.get("kl"),
@@ -102,19 +95,17 @@ def score_row(name: str, seed: int, args: argparse.Namespace) -> dict:
     return row
 
 
-def trained_epochs(run_dir: Path) -> int:
-    """Epochs a run has finished: the last validation row's epoch in its metrics.jsonl (0 before the first)."""
-    return max((r["epoch"] for r in read_metrics(run_dir) if r.get("split") == "val"), default=0)
-
-
 def preset_order(row: dict) -> tuple[int, str]:
     """ROWS first, in their order, then any other preset by name."""
     return (ROWS.index(row["preset"]) if row["preset"] in ROWS else len(ROWS), row["preset"])
 
 
-def gather(out: Path) -> list[dict]:
-    """Every finished row under OUT (any process, any seed), by seed, then in preset order."""
-    rows = [json.loads(p.read_text()) for p in out.glob(f"seed-*/*/{RESULT}")]
+def gather(out: Path, args: argparse.Namespace) -> list[dict]:
+    """Every finished row of the sweep in OUT, by seed, then in preset order."""
+    rows = []
+    for name, r in read_status(out)["runs"].items():
+        if r["status"] == "done" and "preset" in r["values"]:
+            rows.append(row_of(out / name, r["values"]["preset"], r.get("seconds"), args))
     return sorted(rows, key=lambda r: (r["seed"], *preset_order(r)))
 
 
@@ -164,14 +155,15 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a tenth of the metric samples")
     p.add_argument("--rescore", action="store_true", help="score runs again that already have their scores")
     p.add_argument("--out", default="runs/disentanglement")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="where the runs execute")
+    p.add_argument("--workers", type=int, default=1, help="runs at once, each with its share of the CPU threads")
     args = p.parse_args()
-    torch.set_num_threads(1)
-    for seed in args.seeds:
-        for name in args.rows:
-            row = score_row(name, seed, args)
-            print(json.dumps({k: v for k, v in row.items() if "/" not in k or k in dict(COLUMNS).values()}), flush=True)
+    status = run_sweep(parse_spec(sweep_spec(args)), args.out, args.engine, args.workers)
+    for name, r in status["runs"].items():
+        if r["status"] != "done":
+            print(f"{name}: {r['status']}: {r['error']}", flush=True)
     out = Path(args.out)
-    rows = gather(out)
+    rows = gather(out, args)
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     report(rows)
 

@@ -14,8 +14,9 @@ Usage:
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/feature_quality.py --epochs 3 --max-iter 300
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/feature_quality.py --presets ksparse-mnist --epochs 1
 
-Writes OUT/PRESET/ (run folders, with probe.json) and OUT/results.json; a run folder already in OUT is reused
-when its config.json is exactly the configuration asked for (its train time then shows as nan).
+Writes OUT/PRESET-seed0/ (run folders, with probe.json; trained as a sweep, ``--workers`` at once or
+``--engine ray``) and OUT/results.json; a run folder already in OUT is reused when its config.json is exactly the
+configuration asked for (its train time then shows as nan), and an interrupted one is resumed.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import torch
 
 from vaelab.eval.features import fit_probe, probe, probe_data
 from vaelab.presets import get_preset
-from vaelab.runs import load, load_checkpoint, make_run_config, read_config
-from vaelab.training.trainer import train
+from vaelab.runs import load
+from vaelab.sweeps import parse_spec, run_sweep
 
 #: preset -> (published test error in %, the published setting it compares with)
 PUBLISHED = {
@@ -56,6 +57,24 @@ def preset_options(name: str, epochs: int | None) -> dict:
     return options
 
 
+def train_presets(args: argparse.Namespace) -> dict:
+    """Train the presets as a sweep (``vaelab sweep``, see benchmarks/sweeps/feature_quality.json) into
+    OUT/PRESET-seed0, one sweep per distinct set of overrides (``--epochs`` rescales the k-sparse schedule alone); a
+    run already there is reused when it is this very configuration. Returns each run's sweep entry."""
+    groups: dict[str, list[str]] = {}
+    for name in args.presets:
+        changed = {k: v for k, v in preset_options(name, args.epochs).items() if get_preset(name).options.get(k) != v}
+        groups.setdefault(json.dumps({**changed, "device": args.device}, sort_keys=True), []).append(name)
+    runs = {}
+    for options, names in groups.items():
+        spec = {"grid": {"preset": names}, "data": "mnist", "options": json.loads(options)}
+        runs.update(run_sweep(parse_spec(spec), args.out, args.engine, args.workers)["runs"])
+    for name, r in runs.items():
+        if r["status"] != "done":
+            raise SystemExit(f"{name}: {r['status']}: {r['error']}")
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
@@ -67,26 +86,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/feature-quality")
+    parser.add_argument("--engine", default="local", choices=["local", "ray"], help="where the presets train")
+    parser.add_argument("--workers", type=int, default=1, help="presets trained at once (the local engine)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    trained = train_presets(args)
     results = []
     for name in args.presets:
         options = preset_options(name, args.epochs)
-        config = make_run_config(get_preset(name).model, "mnist", {**options, "device": args.device})
-        run_dir = out / name
-        if (run_dir / "config.json").exists():  # trained before: reuse it if it is this very configuration
-            saved = read_config(run_dir).to_dict()
-            if {**saved, "data_spec": None} != config.to_dict() or not load_checkpoint(run_dir / "checkpoint.pt")[
-                "finished"
-            ]:
-                raise SystemExit(f"{run_dir} holds another or an unfinished run; remove it or choose another --out")
-            train_s = math.nan
-        else:
-            start = time.perf_counter()
-            train(config, run_dir)
-            train_s = time.perf_counter() - start
+        run_dir = out / f"{name}-seed0"
+        entry = trained[run_dir.name]
+        train_s = entry["seconds"] if entry["action"] != "kept" else math.nan
         start = time.perf_counter()
         result = probe(load(run_dir), args.max_train, args.C, args.max_iter, baseline=False, device=args.device)
         results.append(
@@ -95,7 +107,7 @@ def main() -> None:
         )
         print(json.dumps(results[-1]), flush=True)
     if not args.no_baseline:
-        splits = probe_data(load(out / args.presets[0]).dataset(), args.max_train)
+        splits = probe_data(load(out / f"{args.presets[0]}-seed0").dataset(), args.max_train)
         start = time.perf_counter()
         pixels = fit_probe(
             {s: (x.flatten(1).numpy(), y.numpy()) for s, (x, y) in splits.items()}, args.C, args.max_iter

@@ -18,7 +18,8 @@ Usage:
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/iwae_table.py --epochs 3 --eval-examples 500
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/iwae_table.py --rows iwae-vae-1layer --epochs 3280 \
         --eval-examples 0 --device cuda
-Results go to OUT/results.json (default runs/iwae-table); runs already there are evaluated again, not retrained.
+Results go to OUT/results.json (default runs/iwae-table); the rows train as a sweep into OUT/PRESET-seed0
+(``--workers`` at once, or ``--engine ray``): runs already there are evaluated again, not retrained.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from pathlib import Path
 import torch
 
 from vaelab.eval.evaluate import evaluate_model
-from vaelab.presets import get_preset
-from vaelab.runs import load, make_run_config
-from vaelab.training.trainer import resolve_device, train
+from vaelab.runs import load
+from vaelab.sweeps import parse_spec, run_sweep
+from vaelab.training.trainer import resolve_device
 
 PUBLISHED = {
     "iwae-vae-1layer": ("VAE, 1 stochastic layer, k=1", 86.76),
@@ -46,17 +47,28 @@ PUBLISHED = {
 }
 
 
-def run_row(name: str, args: argparse.Namespace, previous: dict | None) -> dict:
-    preset = get_preset(name)
-    epochs = args.epochs_for.get(name, args.epochs)
-    run_dir = args.out / name
-    train_s = previous.get("train_s") if previous else None
-    if not (run_dir / "model" / "model.safetensors").exists():
-        options = {**preset.options, "epochs": epochs, "device": args.device, "data_dir": args.data_dir}
-        config = make_run_config(preset.model, preset.data, options)
-        start = time.perf_counter()
-        train(config, run_dir)
-        train_s = time.perf_counter() - start
+def train_rows(args: argparse.Namespace) -> dict:
+    """Train every row as a sweep (``vaelab sweep``, see benchmarks/sweeps/iwae_table.json), one sweep per distinct
+    epoch count (``--epochs-for``), into OUT/PRESET-seed0; returns each run's sweep entry."""
+    runs = {}
+    by_epochs: dict[int, list[str]] = {}
+    for name in args.rows:
+        by_epochs.setdefault(args.epochs_for.get(name, args.epochs), []).append(name)
+    for epochs, names in by_epochs.items():
+        options = {"epochs": epochs, "device": args.device, "data_dir": args.data_dir}
+        spec = {"grid": {"preset": names}, "options": options}
+        status = run_sweep(parse_spec(spec), args.out, args.engine, args.workers)
+        runs.update(status["runs"])
+    for name, r in runs.items():
+        if r["status"] != "done":
+            raise SystemExit(f"{name}: {r['status']}: {r['error']}")
+    return runs
+
+
+def run_row(name: str, args: argparse.Namespace, previous: dict | None, trained: dict) -> dict:
+    run_dir = args.out / f"{name}-seed0"
+    entry = trained[run_dir.name]
+    train_s = entry["seconds"] if entry["action"] != "kept" else (previous.get("train_s") if previous else None)
     run = load(run_dir, resolve_device(args.device))
     data = run.dataset(resolve_device(args.device), args.data_dir)
     if args.eval_examples:
@@ -99,6 +111,8 @@ def main() -> None:
     p.add_argument("--data-dir", default=None, help="folder with mnist/ and binarized-mnist/ (else $VAELAB_DATA)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 1 is fastest on a busy CPU")
     p.add_argument("--out", type=Path, default=Path("runs/iwae-table"))
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="where the rows train")
+    p.add_argument("--workers", type=int, default=1, help="rows trained at once (the local engine)")
     args = p.parse_args()
     args.epochs_for = {k: int(v) for k, v in (item.split("=") for item in args.epochs_for)}
     if args.threads:
@@ -106,8 +120,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    trained = train_rows(args)
     for name in args.rows:
-        results[name] = run_row(name, args, results.get(name))
+        results[name] = run_row(name, args, results.get(name), trained)
         results_file.write_text(json.dumps(results, indent=2))
     print(f"\n| row | published NLL | measured NLL (K={args.k}) | gap | epochs | train | eval |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

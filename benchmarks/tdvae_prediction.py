@@ -11,7 +11,8 @@ the delta = 1 model steps h times, and the third predictor repeats the last obse
 Usage (oscillator, then moving MNIST at 36x36 with one digit; about an hour on one CPU thread for four seeds):
     VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/tdvae_prediction.py
     .venv/bin/python benchmarks/tdvae_prediction.py --data oscillator --epochs 10 --seeds 0     # a quick look
-Runs go to OUT/PRESET-seedN (default runs/tdvae-prediction); a run already there is evaluated again, not retrained.
+Runs go to OUT/PRESET-seedN (default runs/tdvae-prediction), trained as one sweep (``--workers`` at once, or
+``--engine ray``); a run already there is evaluated again, not retrained, and an interrupted one is resumed.
 The table and OUT/results.json hold the numbers; the CLI gives the same for one pair of runs:
     vaelab train --preset tdvae-oscillator --out runs/osc && vaelab train --preset tdvae-oscillator-delta1 \
         --out runs/osc-delta1 && vaelab predict runs/osc --baseline runs/osc-delta1 --samples 32
@@ -28,33 +29,37 @@ import numpy as np
 import torch
 
 from vaelab.eval.sequences import REPEAT_LAST, evaluate_predictions
-from vaelab.presets import get_preset
-from vaelab.runs import load, make_run_config
-from vaelab.training.trainer import resolve_device, train
+from vaelab.runs import load
+from vaelab.sweeps import parse_spec, run_sweep
+from vaelab.training.trainer import resolve_device
 
 DATA = ("oscillator", "moving-mnist")
 HORIZON = {"oscillator": 6, "moving-mnist": 6}  # H: two of the presets' longest jumps (D = 3)
 TDVAE, STEP = "TD-VAE", "delta=1 model"
 
 
-def train_preset(name: str, seed: int, args: argparse.Namespace) -> tuple[Path, float | None]:
-    run_dir = args.out / f"{name}-seed{seed}"
-    if (run_dir / "model" / "model.safetensors").exists():
-        return run_dir, None
-    preset = get_preset(name)
-    options = {**preset.options, "device": args.device, "data_dir": args.data_dir, "seed": seed}
+def train_all(args: argparse.Namespace) -> dict:
+    """Train both presets of every data set once per seed: one sweep (``vaelab sweep``; see
+    benchmarks/sweeps/tdvae_prediction.json), into OUT/PRESET-seedN; returns its status."""
+    options = {"device": args.device, "data_dir": args.data_dir}
     if args.epochs:
         options["epochs"] = args.epochs
-    start = time.perf_counter()
-    train(make_run_config(preset.model, preset.data, options), run_dir)
-    return run_dir, time.perf_counter() - start
+    presets = [name for data in args.data for name in (f"tdvae-{data}", f"tdvae-{data}-delta1")]
+    spec = {"grid": {"preset": presets}, "options": options, "seeds": list(args.seeds)}
+    status = run_sweep(parse_spec(spec), args.out, args.engine, args.workers)
+    for name, r in status["runs"].items():
+        if r["status"] != "done":
+            raise SystemExit(f"{name}: {r['status']}: {r['error']}")
+    return status
 
 
-def benchmark(data: str, seed: int, args: argparse.Namespace) -> dict:
+def benchmark(data: str, seed: int, args: argparse.Namespace, status: dict) -> dict:
     device = resolve_device(args.device)
     dirs, seconds = {}, {}
     for label, name in ((TDVAE, f"tdvae-{data}"), (STEP, f"tdvae-{data}-delta1")):
-        dirs[label], seconds[label] = train_preset(name, seed, args)
+        dirs[label] = args.out / f"{name}-seed{seed}"
+        run = status["runs"][dirs[label].name]
+        seconds[label] = run["seconds"] if run["action"] != "kept" else None
     runs = {label: load(path, device) for label, path in dirs.items()}
     horizon = args.horizon or HORIZON[data]
     dataset = runs[TDVAE].dataset(device, args.data_dir)
@@ -121,15 +126,18 @@ def main() -> None:
     )
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-dir", help="folder with mnist/ (else $VAELAB_DATA; offline: the embedded 8x8 digits)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"], help="where the runs train")
+    p.add_argument("--workers", type=int, default=1, help="runs trained at once (the local engine)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    status = train_all(args)
     results = []
     for data in args.data:
         runs = []
         for seed in args.seeds:
-            runs.append(benchmark(data, seed, args))
+            runs.append(benchmark(data, seed, args, status))
             print_table(runs[-1])
         results += runs
         if len(runs) > 1:

@@ -12,7 +12,7 @@ import vaelab
 
 SRC = Path(vaelab.__file__).parent
 #: top to bottom; a layer may import itself and the layers after it (probability and nn are independent of each other)
-LAYERS = [["cli"], ["api"], ["presets"], ["viz"], ["eval"], ["training"], ["runs"], ["data"], ["models"]]
+LAYERS = [["cli"], ["api"], ["sweeps"], ["presets"], ["viz"], ["eval"], ["training"], ["runs"], ["data"], ["models"]]
 LAYERS += [["probability", "nn"], ["core"]]
 
 

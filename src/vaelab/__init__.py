@@ -1,18 +1,20 @@
 """vaelab: the autoencoder family, from the plain autoencoder to the VAE, in PyTorch.
 
 The layers, each importing only those below it: ``core`` <- ``probability``, ``nn`` <- ``models`` <- ``data`` <-
-``runs`` <- ``training`` <- ``eval`` <- ``viz`` <- ``presets`` <- ``api`` <- ``cli``.
+``runs`` <- ``training`` <- ``eval`` <- ``viz`` <- ``presets`` <- ``sweeps`` <- ``api``
+<- ``cli``.
 """
 
-from vaelab.api import resume, train, train_prior
+from vaelab.api import aggregate, resume, sweep, train, train_prior
 from vaelab.core.errors import VaelabError
+from vaelab.core.version import VERSION
 from vaelab.data import DATASETS, DataConfig, load_dataset
 from vaelab.eval import evaluate, evaluate_model, probe
 from vaelab.models import MODELS, DataSpec, Loss, Model, build_model
 from vaelab.probability import PRIORS
 from vaelab.runs import Run, RunConfig, from_pretrained, load, make_run_config
 
-__version__ = "0.2.0"
+__version__ = VERSION
 
 __all__ = [
     "DATASETS",
@@ -25,6 +27,7 @@ __all__ = [
     "Run",
     "RunConfig",
     "VaelabError",
+    "aggregate",
     "build_model",
     "evaluate",
     "evaluate_model",
@@ -34,6 +37,7 @@ __all__ = [
     "make_run_config",
     "probe",
     "resume",
+    "sweep",
     "train",
     "train_prior",
 ]

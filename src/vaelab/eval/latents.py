@@ -104,7 +104,7 @@ def exact_log_likelihood(model: LinearGaussian, x: Tensor, samples: int) -> Tens
 @EPOCH_METRICS.register(BetaVAE)
 @torch.no_grad()
 def kl_per_unit_epoch(model: BetaVAE, data: Dataset, step: int) -> dict[str, Any]:
-    x = (data.val if len(data.val) else data.test)[:EPOCH_BATCH]
+    x = data.head("val" if data.size("val") else "test", EPOCH_BATCH)
     kl = kl_per_unit(model, x)
     return {} if kl is None else {"kl_per_unit": [float(v) for v in kl], "kl_total": float(kl.sum())}
 

@@ -22,6 +22,10 @@ from vaelab.core.errors import VaelabError
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 #: SLURM's names for the first three (srun sets them; MASTER_ADDR and MASTER_PORT come from the job script)
 SLURM_VARS = {"RANK": "SLURM_PROCID", "WORLD_SIZE": "SLURM_NTASKS", "LOCAL_RANK": "SLURM_LOCALID"}
+SLURM_HINT = (
+    " (under srun, export them in the job script: MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | "
+    "head -n 1) and MASTER_PORT=29500, say)"
+)
 RANK_SEED_STRIDE = 1_000_003  # a prime: rank r's stream starts from seed + r * stride
 
 
@@ -40,7 +44,9 @@ def launched(environ: dict[str, str] | None = None) -> Launch | None:
     """The launcher's environment, or None when no launcher started this process; one clear line when it is
     incomplete or inconsistent."""
     env = dict(os.environ if environ is None else environ)
-    if "RANK" not in env and "SLURM_PROCID" in env and "MASTER_ADDR" in env:  # srun without torchrun
+    tasks = env.get("SLURM_NTASKS", "1")
+    srun_step = "SLURM_STEP_ID" in env and not (tasks.isdigit() and int(tasks) == 1)  # srun with several tasks
+    if "RANK" not in env and "SLURM_PROCID" in env and (srun_step or "MASTER_ADDR" in env):  # srun, no torchrun
         env.update({ours: env[theirs] for ours, theirs in SLURM_VARS.items() if theirs in env})
     present = [v for v in LAUNCH_VARS if v in env]
     if not present:
@@ -50,6 +56,7 @@ def launched(environ: dict[str, str] | None = None) -> Launch | None:
         raise VaelabError(
             f"the launcher's environment is incomplete: {', '.join(present)} set but {', '.join(missing)} missing; "
             f"a launcher such as torchrun sets all of {', '.join(LAUNCH_VARS)}"
+            + (SLURM_HINT if "SLURM_STEP_ID" in env else "")
         )
     try:
         rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env["LOCAL_RANK"])

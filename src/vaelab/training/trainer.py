@@ -30,7 +30,8 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from vaelab.core.errors import Interrupted, VaelabError, WriteError
-from vaelab.data import DATASETS, Dataset, load_dataset
+from vaelab.core.threads import set_threads
+from vaelab.data import DATA_ENV, DATASETS, Dataset, load_dataset
 from vaelab.models import MODELS, DataSpec, Model, build_model
 from vaelab.runs import (
     CHECKPOINT,
@@ -43,6 +44,7 @@ from vaelab.runs import (
     save_config,
     save_weights,
 )
+from vaelab.runs.config import data_now
 from vaelab.runs.folder import Claim, claim, default_run_name, has_run
 from vaelab.training import fitters  # noqa: F401  (registration)
 from vaelab.training.distributed import (
@@ -117,13 +119,15 @@ def train(
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
     epochs: int | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Train ``config`` into ``run_dir`` (None: a fresh folder runs/MODEL-DATA-TIME), or continue the run there
     (``resume``: its config comes from its checkpoint); returns the run folder.
 
     ``epochs`` with ``resume`` trains a run, finished or not, on to that many epochs in all: the same weights as a
     run started with that many (the data order and the step-wise learning rate do not depend on the length; a
-    cosine schedule does, so it is refused). Launched by torchrun (or any launcher that sets RANK, WORLD_SIZE,
+    cosine schedule does, so it is refused). ``threads`` with ``resume`` sets the resumed run's ``train.threads``.
+    Launched by torchrun (or any launcher that sets RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT), every process calls this and they join one process group."""
     if epochs is not None and not resume:
         raise VaelabError("epochs= here extends a resumed run; give a new run its epochs in its config")
@@ -140,6 +144,8 @@ def train(
             stop.run_dir = held.run_dir
             try:
                 config, state = prepare(config, held.run_dir, resume, epochs)
+                if threads and resume:
+                    config = dataclasses.replace(config, train=dataclasses.replace(config.train, threads=threads))
                 world = config.train.devices
                 device = resolve_device(config.train.device)
                 if world > 1 and device.type == "cuda" and torch.cuda.device_count() < world:
@@ -268,7 +274,6 @@ def _worker(
             torch.cuda.set_device(rank)
             device = torch.device("cuda", rank)
         else:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
             device = torch.device("cpu")
         with StopSignal() as stop:
             stop.run_dir = run_dir
@@ -369,20 +374,25 @@ class Trainer:
         self.rank, self.world = rank, world
         self.stop = stop or StopSignal()
         tc = config.train
+        if tc.threads or world > 1:  # else the process's own setting (the CLI applies the default policy)
+            set_threads(tc.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         torch.manual_seed(tc.seed)
         model_cls = MODELS.get(config.model)
         check_kind(config.model, config.data.name)
         binary = model_cls.needs_binary_data(config.model_config)
-        self.data: Dataset = load_dataset(config.data, tc.seed, device, binary, root=run_dir)
-        spec = DataSpec(self.data.shape, len(self.data.train))
+        # a resumed run whose recorded data folder is gone reads $VAELAB_DATA (the data spec must still match)
+        data = config.data if state is None else data_now(config.data)
+        self.data: Dataset = load_dataset(data, tc.seed, device, binary, root=run_dir, world=world)
+        spec = DataSpec(self.data.shape, self.data.size("train"))
         if config.data_spec is not None and config.data_spec != spec:
             raise VaelabError(
                 f"the data of {run_dir} changed since the run started: it was {config.data_spec}, now {spec}; "
-                "point --data-dir at the data the run was trained on"
+                f"put the data the run was trained on back in {config.data.data_dir or 'its folder'} (or point "
+                f"{DATA_ENV} at it)"
             )
         self.config = config = dataclasses.replace(config, data_spec=spec)
         self.model: Model = build_model(config.model, spec, config.model_config).to(device)
-        self.model.check_data(self.data.train)
+        self.model.check_data(self.data.extremes())
         if rank > 0:  # rank 0 keeps the run's stream; the others draw their own noise
             torch.manual_seed(rank_seed(tc.seed, rank))
         self.steps_per_epoch = self.data.steps_per_epoch(tc.batch_size * world)
@@ -433,7 +443,7 @@ class Trainer:
         self.monitor = monitor = Monitor(
             self.run_dir, self.total_steps, self.step, self.metrics_rows, enabled=self.rank == 0, title=what
         )
-        for note in self.model.notes:
+        for note in [self.data.note, *self.model.notes]:
             monitor.print(f"note: {note}")
         self.stop.armed = True
         try:
@@ -561,7 +571,7 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self, monitor: Monitor) -> None:
-        if len(self.data.val) == 0:
+        if self.data.size("val") == 0:
             if self.rank == 0:
                 save_weights(self.run_dir, self.model)
             return

@@ -1,0 +1,153 @@
+"""The reports a sweep makes of every run, by kind: each calls the command's own API function (``vaelab eval``,
+``vaelab disentanglement``, ``vaelab predict``, ``vaelab probe``), knows whether a run already has it, and reads its
+numbers back for ``vaelab aggregate``. ``train`` (the last training and validation rows of metrics.jsonl) is always
+read; a new kind is one ``REPORTS.register``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaelab.core.errors import VaelabError
+from vaelab.core.registry import Registry
+from vaelab.eval.disentanglement import run_disentanglement
+from vaelab.eval.evaluate import evaluate_run, write_eval
+from vaelab.eval.features import probe
+from vaelab.eval.sequences import predict
+from vaelab.runs import Run, read_metrics
+
+
+@dataclass(frozen=True)
+class Report:
+    """``make(run, options, device)`` writes the report; ``done(run_dir)`` says whether the run has it;
+    ``read(run_dir)`` gives its numbers, flat (``{"nll": 91.2, "mig": 0.31}``); ``options`` the accepted options."""
+
+    make: Callable[[Run, dict[str, Any], str], Any]
+    done: Callable[[Path], bool]
+    read: Callable[[Path], dict[str, float]]
+    options: tuple[str, ...] = ()
+
+    def check(self, options: dict[str, Any], where: str) -> None:
+        """Refuse options this report does not take, naming those it does."""
+        if not isinstance(options, dict):
+            raise VaelabError(f"{where}: options must be an object, got {options!r}")
+        unknown = [k for k in options if k not in self.options]
+        if unknown:
+            raise VaelabError(
+                f"{where}: unknown option {unknown[0]!r}; choose from: {', '.join(self.options) or '(none)'}"
+            )
+
+
+REPORTS: Registry[Report] = Registry("report kind")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The finite numbers of a report, nested keys joined by '/' (lists and booleans left out)."""
+    out: dict[str, float] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+SKIP = ("num_examples", "iw_samples", "iwae_samples_per_s", "latent_dim", "seed", "step", "epoch")
+
+
+def _eval_numbers(run_dir: Path) -> dict[str, float]:
+    report = {k: v for k, v in _json(run_dir / "eval.json").items() if k not in ("disentanglement", *SKIP)}
+    return {f"eval/{k}": v for k, v in numbers(report).items()}
+
+
+def _make_eval(run: Run, options: dict[str, Any], device: str) -> None:
+    write_eval(run, evaluate_run(run, options.get("split", "test"), options.get("iw_samples"), device))
+
+
+REPORTS.register("eval", "vaelab eval: the test ELBO, the IWAE bound, active units, the model's own numbers")(
+    Report(
+        make=_make_eval,
+        done=lambda d: "split" in _json(d / "eval.json"),
+        read=_eval_numbers,
+        options=("split", "iw_samples"),
+    )
+)
+
+
+def _make_disentanglement(run: Run, options: dict[str, Any], device: str) -> None:
+    run_disentanglement(
+        run,
+        options.get("seed", 0),
+        options.get("metrics"),
+        options.get("factors"),
+        device,
+        None,
+        options.get("quick", False),
+    )
+
+
+REPORTS.register("disentanglement", "vaelab disentanglement: BetaVAE, FactorVAE, MIG, DCI, SAP scores")(
+    Report(
+        make=_make_disentanglement,
+        done=lambda d: "disentanglement" in _json(d / "eval.json"),
+        read=lambda d: numbers(_json(d / "eval.json").get("disentanglement", {}).get("scores", {})),
+        options=("seed", "metrics", "factors", "quick"),
+    )
+)
+
+
+def _prediction_numbers(run_dir: Path) -> dict[str, float]:
+    report = _json(run_dir / "prediction.json")
+    out: dict[str, float] = {}
+    for name, scores in report.get("results", {}).items():
+        for key, values in scores.items():
+            if isinstance(values, list):
+                out.update({f"predict/{name}/{key}@{h}": float(v) for h, v in zip(report["horizons"], values)})
+            elif isinstance(values, (int, float)):
+                out[f"predict/{name}/{key}"] = float(values)
+    return out
+
+
+REPORTS.register("predict", "vaelab predict: a sequence model's jumpy prediction error by horizon")(
+    Report(
+        make=lambda run, o, device: predict(
+            run, None, o.get("horizon"), o.get("context"), o.get("samples", 16), o.get("split", "test"), device
+        ),
+        done=lambda d: (d / "prediction.json").is_file(),
+        read=_prediction_numbers,
+        options=("horizon", "context", "samples", "split"),
+    )
+)
+
+REPORTS.register("probe", "vaelab probe: a linear probe's test error on the run's codes")(
+    Report(
+        make=lambda run, o, device: probe(
+            run, o.get("max_train"), o.get("C"), o.get("max_iter", 1000), o.get("baseline", False), device
+        ),
+        done=lambda d: (d / "probe.json").is_file(),
+        read=lambda d: {f"probe/{k}": v for k, v in numbers(_json(d / "probe.json")).items() if "iterations" not in k},
+        options=("max_train", "C", "max_iter", "baseline"),
+    )
+)
+
+
+def training_numbers(run_dir: Path) -> dict[str, float]:
+    """The last training and validation rows of metrics.jsonl, as ``train/KEY`` and ``val/KEY``."""
+    last: dict[str, dict[str, Any]] = {}
+    for row in read_metrics(run_dir):
+        if row.get("split") in ("train", "val"):
+            last[row["split"]] = row
+    skip = {"step", "epoch", "samples_per_s", "lr"}
+    return {f"{split}/{k}": v for split, row in last.items() for k, v in numbers(row).items() if k not in skip}
