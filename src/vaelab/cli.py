@@ -450,11 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gp = command("gaps", "VAEs: log p(x), ELBO, IWAE_K; the inference gap as approximation + amortization")
     add_run_arguments(gp)
-    gp.add_argument("--k", type=int, default=100, help="K of the IWAE bound reported (default 100)")
-    gp.add_argument("--points", type=int, default=100, help="the first N points of the split (default 100)")
+    gp.add_argument("--k", type=int, default=100, help="K of the IWAE bound reported")
+    gp.add_argument("--points", type=int, default=100, help="the first N points of the split")
     gp.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split to evaluate")
     gp.add_argument("--large-k", type=int, default=5000, help="K of the log p(x) estimate where it is not exact")
-    gp.add_argument("--steps", type=int, default=500, help="Adam steps of the per-point q (default 500)")
+    gp.add_argument("--steps", type=int, default=500, help="Adam steps of the per-point q")
     gp.set_defaults(func=cmd_gaps)
 
     pd = command("predict", "sequence models: jumpy prediction error by horizon, rollout strip and GIF")
