@@ -166,7 +166,7 @@ def check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> Non
         ) from None
 
 
-@ENGINES.register("ray", "Ray tasks, each asking for the spec's cpus and gpus, locally or on a joined cluster")
+@ENGINES.register("ray", "Ray tasks, each asking for the spec's cpus and gpus, locally or on a cluster", joins=True)
 def ray_engine(points: Sequence[Point], out: str, spec: SweepSpec, options: EngineOptions, done: Done) -> None:
     if options.address not in (None, "auto"):
         check_reachable(options.address)
