@@ -20,7 +20,7 @@ import pytest
 
 from cli_helpers import fails_with, run_cli
 from vaelab.core.errors import VaelabError
-from vaelab.sweeps import parse_spec, read_status, run_sweep
+from vaelab.sweeps import parse_spec, read_spec, read_status, run_sweep
 from vaelab.sweeps.aggregate import aggregate
 from vaelab.sweeps.engines import check_reachable
 from vaelab.training.distributed import free_port
@@ -207,3 +207,16 @@ def test_an_unreachable_ray_address_is_refused_after_a_time_out(monkeypatch):
     assert asked == [0.5]
     with pytest.raises(VaelabError, match="is not HOST:PORT"):
         check_reachable("nowhere")
+
+
+def test_a_yaml_spec_reads_as_its_json_and_without_pyyaml_says_how_to_install_it(tmp_path, monkeypatch):
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert read_spec(path).points == parse_spec(SPEC).points
+    (tmp_path / "bad.yaml").write_text("model: [vae\n")
+    with pytest.raises(VaelabError, match="is not valid YAML"):
+        read_spec(tmp_path / "bad.yaml")
+    monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
+    with pytest.raises(VaelabError, match="reading YAML needs PyYAML: pip install pyyaml"):
+        read_spec(path)
