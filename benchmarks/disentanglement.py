@@ -5,12 +5,11 @@ Each row is a shipped preset (``vaelab presets``), trained once per seed, then s
 ``vaelab disentanglement`` (fixed metric seed 0, the default sample sizes: BetaVAE score 10,000 / 5,000 points of
 64 pairs, FactorVAE 10,000 / 5,000 votes of 64 images, MIG 10,000 codes, DCI and SAP 10,000 / 5,000 codes).
 
-    preset                        model         published (64x64 dSprites)
-    betavae-dsprites-small-b1     beta-vae b=1  BetaVAE score 61.58% (Higgins et al. 2017, "VAE")
-    betavae-dsprites-small-b4     beta-vae b=4  BetaVAE score 99.23% (Higgins et al. 2017)
-    annealed-vae-dsprites-small   annealed-vae  -
-    beta-tcvae-dsprites-small     beta-tcvae    MIG about 0.3-0.4 (Chen et al. 2018)
-    factor-vae-dsprites-small     factor-vae    FactorVAE score about 82% at gamma=35 (Kim & Mnih 2018)
+    betavae-dsprites-small-b1, betavae-dsprites-small-b4, annealed-vae-dsprites-small, beta-tcvae-dsprites-small,
+    factor-vae-dsprites-small
+
+(dsprites-small numbers are compared with each other only, never with published dSprites numbers; the study of
+benchmarks/disentanglement_study.py is the fuller comparison.)
 
 Usage (one CPU thread per process, about 10 minutes of training per row and seed at 30 epochs, 6 to 7 minutes of
 metrics):

@@ -75,7 +75,7 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=30)
     p.add_argument("--model", choices=sorted(MODELS), default="vae")
     p.add_argument("--devices", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=300, help="long enough that most kills land mid-training")
     p.add_argument("--checkpoint-every", type=int, default=7)
     p.add_argument("--min-wait", type=float, default=2.0, help="seconds after a start (python and torch import)")
     p.add_argument("--max-wait", type=float, default=9.0)
@@ -85,7 +85,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="kill-loop-"))
     run, reference = root / "killed", root / "reference"
     subprocess.run(command(reference, args), check=True, capture_output=True)
-    survived, failures = 0, []
+    survived, failures, exits = 0, [], {}
     for i in range(args.kills):
         proc = subprocess.Popen(command(run, args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait, sig = rng.uniform(args.min_wait, args.max_wait), rng.choice(SIGNALS)
@@ -98,6 +98,8 @@ def main() -> None:
         ok = "Traceback" not in err
         failures += [] if ok else [f"kill {i}: a traceback\n{err}"]
         survived += ok and not finished
+        if not finished:
+            exits[proc.returncode] = exits.get(proc.returncode, 0) + 1
         what = "finished before the signal" if finished else f"{signal.Signals(sig).name} after {wait:.1f}s"
         print(f"kill {i + 1}: {what}, exit {proc.returncode}, checkpoint step {step}", flush=True)
         if finished and step is not None and state(run).get("finished"):
@@ -106,6 +108,8 @@ def main() -> None:
         subprocess.run(command(run, args), check=True, capture_output=True)
     problems = compare(run, reference)
     print(f"{survived} kills survived; the finished run {'equals' if not problems else 'differs from'} the reference")
+    codes = ", ".join(f"{code}: {n}" for code, n in sorted(exits.items()))
+    print(f"exit codes of the killed processes (-N: died of signal N before its handler was installed): {codes}")
     for line in problems + failures:
         print(f"  {line}")
     shutil.rmtree(root)

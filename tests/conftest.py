@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 import vaelab
+
+# the CLI's default thread policy honours OMP_NUM_THREADS: the commands the tests run in-process stay on one thread
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")

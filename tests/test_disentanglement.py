@@ -31,7 +31,7 @@ SIZES = {
     "betavae": dict(batch_size=16, num_train=200, num_eval=200),
     "factorvae": dict(batch_size=32, num_train=200, num_eval=200, num_variance_estimate=1000),
     "mig": dict(num_samples=2000),
-    "dci": dict(num_train=1000, num_test=500),
+    "dci": dict(num_train=600, num_test=300),
     "sap": dict(num_train=1000, num_test=500),
 }
 
@@ -51,7 +51,10 @@ def test_ground_truth_is_near_perfect(scores):
     assert truth["mig"] > 0.9
     assert truth["dci/disentanglement"] > 0.9 and truth["dci/completeness"] > 0.9
     assert truth["dci/informativeness_test"] > 0.95
-    assert truth["sap"] > 0.8
+    # the study's SAP: a linear SVM on one unit cannot name most of an ordinal factor's 4 to 8 values (the reference's
+    # known weakness); the squared correlation reads them all
+    assert truth["sap"] > 0.15
+    assert dis.sap_score(SOURCE, identity, continuous_factors=True, **SIZES["sap"])["sap"] > 0.95
 
 
 def test_rotation_scores_lower(scores):
@@ -66,7 +69,7 @@ def test_noise_is_at_chance(scores):
     chance = 1 / 5
     assert abs(noisy["betavae/eval_accuracy"] - chance) < 0.12
     assert abs(noisy["factorvae/eval_accuracy"] - chance) < 0.12
-    assert noisy["mig"] < 0.05 and noisy["sap"] < 0.05
+    assert noisy["mig"] < 0.05 and noisy["sap"] < 0.03
     assert noisy["dci/disentanglement"] < 0.1 and noisy["dci/informativeness_test"] < 0.4
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from vaelab.core.errors import VaelabError
-from vaelab.data.dsprites import DSprites, DSpritesArchive, arrays
+from vaelab.data.dsprites import DSprites, DSpritesArchive, PackedGrid, arrays
+from vaelab.data.factors import FactorValues
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +124,18 @@ def test_arrays_and_archive(tmp_path):
         DSpritesArchive(tmp_path / "missing.npz")
 
 
+def test_packed_grid_holds_one_bit_a_pixel_and_renders_the_same_images():
+    tiny = DSprites(size=20, scales=2, orientations=3, positions=4)  # 400 pixels: not a multiple of 8 per row
+    packed = PackedGrid(tiny, batch_size=7)
+    factors = tiny.sample_factors(50, np.random.default_rng(0))
+    np.testing.assert_array_equal(packed.render(factors), tiny.render(factors))
+    assert packed.bits.shape == (len(tiny), 50) and packed.bits.dtype == np.uint8  # 400 bits = 50 bytes an image
+    # the full 64x64 grid at one bit a pixel: 737,280 x 512 bytes
+    assert len(DSprites()) * 64 * 64 // 8 == 377_487_360
+    with pytest.raises(VaelabError, match="binary images only"):
+        _ = PackedGrid(FactorValues((3, 4))).bits
+
+
 def test_registered_and_factors_flow_as_labels(tmp_path):
     from vaelab.data import DATASETS, DataConfig, load_dataset
     from vaelab.data.dsprites import find_archive, load_dsprites
@@ -138,6 +151,8 @@ def test_registered_and_factors_flow_as_labels(tmp_path):
     with pytest.raises(VaelabError, match=r"has no ground-truth factors.*dsprites, dsprites-small"):
         factor_source("digits")
     # dsprites: the procedural full grid, unless the original archive is found (then both read it)
-    assert isinstance(factor_source("dsprites", tmp_path), DSprites) or find_archive(tmp_path) is not None
+    source = factor_source("dsprites", tmp_path)  # held bit-packed for the metrics, packed on first use
+    packed = isinstance(source, PackedGrid) and isinstance(source.source, DSprites)
+    assert packed or find_archive(tmp_path) is not None
     tiny = load_dsprites(tmp_path, limit=20)
     assert tiny.train.shape[1:] == (1, 64, 64) and len(tiny.train) + len(tiny.test) == 20

@@ -18,7 +18,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal, kl_dive
 
 from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
-from vaelab.probability import importance_weighted_bound, standard_normal
+from vaelab.probability import importance_log_weights, importance_weighted_bound, log_mean_exp, standard_normal
 from vaelab.probability.likelihoods import BernoulliLikelihood, GaussianLikelihood
 from vaelab.probability.posteriors import MIN_SCALE, DiagonalGaussian
 
@@ -280,19 +280,30 @@ def test_iwae_is_ordered_in_k(digits_vae):
 
 @torch.no_grad()
 def test_iwae_chunking_does_not_change_the_bound(digits_vae):
+    """Same draws, same bound: the tiled, running-logsumexp route against the plain one that keeps all K weights,
+    over tiles of one decoder row, of fewer rows than points, of several samples of every point, and one tile."""
     model, x = digits_vae
     x = x[:16]
     q, p = model.encode(x), model.prior()
-    per_sample = x.numel()  # decoder outputs for one sample of z across the batch
+    per_point = x[0].numel()
     k = 50
     torch.manual_seed(10)
     bank = q.sample((k,))
-    whole = importance_weighted_bound(x, Replay(q, bank), p, model.decode, k)
-    for budget, chunks in ((1, 50), (7 * per_sample, 8), (per_sample * 49, 2)):
+    log_px_z, log_ratio = importance_log_weights(x, Replay(q, bank), p, model.decode, k)
+    plain = log_mean_exp(log_px_z + log_ratio)
+    for chunk in (1, 5 * per_point, 16 * per_point, 7 * 16 * per_point, 10**9):
         replay = Replay(q, bank)
-        chunked = importance_weighted_bound(x, replay, p, model.decode, k, budget=budget)
+        tiled = importance_weighted_bound(x, replay, p, model.decode, k, chunk=chunk)
+        assert replay.used == k
+        torch.testing.assert_close(tiled, plain, atol=1e-5, rtol=1e-6)
+    for budget in (1 * per_point, 7 * x.numel()):  # the memory budget caps the tiles too
+        tiled = importance_weighted_bound(x, Replay(q, bank), p, model.decode, k, budget=budget)
+        torch.testing.assert_close(tiled, plain, atol=1e-5, rtol=1e-6)
+    for budget, chunks in ((per_point, 50), (7 * x.numel(), 8), (x.numel() * 49, 2)):  # the plain route
+        replay = Replay(q, bank)
+        a, b = importance_log_weights(x, replay, p, model.decode, k, budget=budget)
         assert replay.calls == chunks and replay.used == k
-        torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(log_mean_exp(a + b), plain, atol=1e-5, rtol=1e-6)
 
     # and with real sampling the two give the same distribution of values (means over 3 200 bounds)
     xr = x.repeat(200, 1, 1, 1)

@@ -7,13 +7,14 @@ The layers, each importing only those below it: ``core`` <- ``probability``, ``n
 
 from vaelab.api import aggregate, resume, sweep, train, train_prior
 from vaelab.core.errors import VaelabError
+from vaelab.core.version import VERSION
 from vaelab.data import DATASETS, DataConfig, load_dataset
 from vaelab.eval import evaluate, evaluate_model, probe
 from vaelab.models import MODELS, DataSpec, Loss, Model, build_model
 from vaelab.probability import PRIORS
 from vaelab.runs import Run, RunConfig, from_pretrained, load, make_run_config
 
-__version__ = "0.2.0"
+__version__ = VERSION
 
 __all__ = [
     "DATASETS",

@@ -31,9 +31,10 @@ def finish(run_dir: str | os.PathLike) -> Run | None:
     return run
 
 
-def train(model: str, data: str = "digits", out: str | os.PathLike | None = None, **options: Any) -> Run:
+def train(model: str, data: Any = "digits", out: str | os.PathLike | None = None, **options: Any) -> Run:
     """Train a registered model, e.g. ``vaelab.train("vae", "mnist", epochs=5, latent_dim=32, beta=2)``; ``out``
-    None trains into a fresh folder runs/MODEL-DATA-TIME."""
+    None trains into a fresh folder runs/MODEL-DATA-TIME. ``data`` is a data set's name, a path (an image folder,
+    .npy/.npz, .csv) or a tensor, an array or a torch Dataset yielding tensors or (tensor, label)."""
     config = make_run_config(model, data, options)
     return finish(_train(config, out))
 

@@ -1,5 +1,5 @@
-"""The ``vaelab`` command: train, eval, predict, probe, grad-variance, disentanglement, traverse, latents, sample,
-train-prior, sweep, aggregate, models, datasets, presets.
+"""The ``vaelab`` command: train, eval, gaps, predict, probe, grad-variance, disentanglement, traverse, latents,
+sample, train-prior, sweep, aggregate, models, datasets, presets.
 
 Every bad input surfaces as a VaelabError, printed as one line without a traceback (exit code 2).
 """
@@ -7,7 +7,10 @@ Every bad input surfaces as a VaelabError, printed as one line without a traceba
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -19,21 +22,25 @@ from rich.table import Table
 from vaelab.api import finish, sweep, train_prior
 from vaelab.core.config import parse_assignments
 from vaelab.core.errors import Interrupted, VaelabError
+from vaelab.core.threads import ThreadsWarning, check_threads, set_threads
+from vaelab.core.version import VERSION
 from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
 from vaelab.eval.disentanglement import run_disentanglement
-from vaelab.eval.evaluate import evaluate_run, write_eval
+from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, evaluate_run, write_eval
+from vaelab.eval.gaps import run_gaps
 from vaelab.eval.gradient_variance import gradient_stats, mean_squared_z
 from vaelab.eval.sequences import REPEAT_LAST, predict
 from vaelab.models import MODELS
 from vaelab.presets import get_preset, presets
-from vaelab.runs import load, make_run_config
+from vaelab.runs import TrainConfig, load, make_run_config
 from vaelab.sweeps import ENGINES
 from vaelab.sweeps.aggregate import aggregate
 from vaelab.sweeps.spec import value_text
 from vaelab.training.distributed import launched
+from vaelab.training.prior import PRIOR_TRAIN_DEFAULTS
 from vaelab.training.trainer import resolve_device, train
-from vaelab.viz import LATENT_FIGURES, TRAVERSAL_FIGURES, save_images
+from vaelab.viz import LATENT_FIGURES, REPORT_FIGURES, TRAVERSAL_FIGURES, save_samples
 from vaelab.viz.sequences import rollout_figures
 
 console = Console()
@@ -49,6 +56,7 @@ SHORTHANDS = {
     "device": "train.device",
     "devices": "train.devices",
     "precision": "train.precision",
+    "threads": "train.threads",
 }
 
 
@@ -61,12 +69,12 @@ def cmd_train(args: argparse.Namespace) -> None:
             "(the launcher decides the processes)"
         )
     if args.resume:
-        if args.model or set(given) - {"epochs"} or args.set or args.data or args.out or args.preset:
+        if args.model or set(given) - {"epochs", "threads"} or args.set or args.data or args.out or args.preset:
             raise VaelabError(
                 "--resume continues a run with its own config.json; give no model or options with it "
-                "(only --epochs N, to train it on to N epochs in all)"
+                "(only --epochs N, to train it on to N epochs in all, and --threads N)"
             )
-        run_dir = train(None, args.resume, resume=True, epochs=args.epochs)
+        run_dir = train(None, args.resume, resume=True, epochs=args.epochs, threads=args.threads)
         run = finish(run_dir)
     else:
         model, data, options = args.model, args.data, {}
@@ -123,6 +131,37 @@ def cmd_eval(args: argparse.Namespace) -> None:
     console.print(f"written: {run.path / 'eval.json'}")
 
 
+def cmd_gaps(args: argparse.Namespace) -> None:
+    device = resolve_device(args.device)
+    run = load(args.run, device)
+    options = {"large_k": args.large_k, "steps": args.steps}
+    r = run_gaps(run, args.k, args.points, args.split, str(device), args.data_dir, **options)
+    table = Table(
+        title=f"inference gaps: {run.config.model} on {run.config.data.name} ({r['points']} {args.split} "
+        f"points, log p(x): {r['log_px_method']})"
+    )
+    for column in ("nats per point", "mean", "stderr"):
+        table.add_column(column, justify="left" if column == "nats per point" else "right")
+    for key in (
+        "log_px",
+        "iwae",
+        "elbo",
+        "elbo_optimized",
+        "inference_gap",
+        "approximation_gap",
+        "amortization_gap",
+        "kl_q_posterior",
+    ):
+        if key in r:
+            table.add_row(
+                f"iwae (K={r['k']})" if key == "iwae" else key, f"{r[key]['mean']:.3f}", f"{r[key]['stderr']:.3f}"
+            )
+    console.print(table)
+    for path in REPORT_FIGURES.get("gaps")(run.path / "figures", r):
+        console.print(f"written: {path}")
+    console.print(f"written: {run.path / 'gaps.json'}")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     run = load(args.run, device)
@@ -176,10 +215,11 @@ def cmd_probe(args: argparse.Namespace) -> None:
 
 
 def cmd_grad_variance(args: argparse.Namespace) -> None:
-    run = load(args.run)
+    device = resolve_device(args.device)
+    run = load(args.run, device)
     if args.batch_size < 1 or args.mc_samples < 1:
         raise VaelabError(f"--batch-size and --mc-samples must be >= 1, got {args.batch_size} and {args.mc_samples}")
-    x = run.dataset().test[: args.batch_size]
+    x = run.dataset(device, args.data_dir).test[: args.batch_size]
     torch.manual_seed(args.seed)
     variants = [("reparameterization", False), ("score-function", False)]
     if args.mc_samples >= 2:
@@ -228,18 +268,20 @@ def cmd_disentanglement(args: argparse.Namespace) -> None:
 
 
 def cmd_traverse(args: argparse.Namespace) -> None:
-    run = load(args.run)
+    device = resolve_device(args.device)
+    run = load(args.run, device)
     draw = TRAVERSAL_FIGURES.lookup(run.model)
     if draw is None:
         raise VaelabError(f"{run.config.model} has no continuous latent space to traverse (traversals are for VAEs)")
     out = Path(args.out) if args.out else run.path / "figures"
-    data = run.dataset(data_dir=args.data_dir)
+    data = run.dataset(device, args.data_dir)
     for path in draw(out, run.model, data, run.path / "metrics.jsonl", args.index):
         console.print(f"written: {path}")
 
 
 def cmd_latents(args: argparse.Namespace) -> None:
-    run = load(args.run)
+    device = resolve_device(args.device)
+    run = load(args.run, device)
     draw = LATENT_FIGURES.lookup(run.model)
     if draw is None:
         raise VaelabError(
@@ -247,18 +289,24 @@ def cmd_latents(args: argparse.Namespace) -> None:
             f"see {run.path / 'figures'}"
         )
     out = Path(args.out) if args.out else run.path / "figures"
-    for path in draw(out, run.model, run.dataset(data_dir=args.data_dir)):
+    for path in draw(out, run.model, run.dataset(device, args.data_dir)):
         console.print(f"written: {path}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
     if args.n < 1:
         raise VaelabError(f"-n must be >= 1, got {args.n}")
-    run = load(args.run)
+    device = resolve_device(args.device)
+    run = load(args.run, device)
     torch.manual_seed(args.seed)
-    images = run.model.sample(args.n)
-    out = Path(args.out) if args.out else run.path / "figures" / "samples.png"
-    save_images(out, images.reshape(args.n, *run.model.data_shape), f"{args.n} samples from the prior")
+    samples = run.model.sample(args.n)
+    write = DATASETS.entry(run.config.data.name).meta.get("write_samples")  # a table: rows in its own units
+    if write is not None:
+        out = Path(args.out) if args.out else run.path / "figures" / "samples.csv"
+        console.print(f"written: {write(run.config.data, samples, out)}")
+        return
+    samples = samples.reshape(args.n, *run.model.data_shape)
+    out = save_samples(Path(args.out) if args.out else None, run.path / "figures", samples)
     console.print(f"written: {out}")
 
 
@@ -317,30 +365,76 @@ def _listing(title: str, entries) -> None:
     console.print(table)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help names it already or there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text
+        if shown and (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)):
+            text += " (default: %(default)s)"
+        return text
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads for a command that computes."""
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: the CPUs this process may use, or $OMP_NUM_THREADS); "
+        "lower it on a machine shared with other jobs",
+    )
+
+
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """What every command that reads a run's data takes: the run folder, the device, a moved data folder."""
-    p.add_argument("run")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    """What every command that loads a run takes: the run folder, the device, a moved data folder, threads."""
+    p.add_argument("run", help="a run folder written by vaelab train")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to compute")
+    p.add_argument(
+        "--data-dir",
+        help="where the run's data set lives now, if it moved (default: the folder recorded at training; if that "
+        "is gone, $VAELAB_DATA)",
+    )
+    add_threads_argument(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vaelab", description="Autoencoders and VAEs: train, evaluate, look.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(
+        prog="vaelab", description="Autoencoders and VAEs: train, evaluate, look.", formatter_class=HelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"vaelab {VERSION}")
+    p.set_defaults(threads=None)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    tc = TrainConfig()
 
-    t = sub.add_parser("train", help="train a model into a run folder")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
+
+    t = command("train", "train a model into a run folder")
     t.add_argument("model", nargs="?", help=f"one of: {', '.join(MODELS.names())}")
-    t.add_argument("--data", help=f"one of: {', '.join(DATASETS.names())} (default digits)")
-    t.add_argument("--data-dir", help="folder with the data files (else $VAELAB_DATA, else download)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--latent-dim", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--out", help="run folder (default runs/MODEL-DATA-TIME)")
-    t.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    t.add_argument("--devices", type=int, help="data-parallel processes (DDP)")
-    t.add_argument("--precision", choices=["32", "bf16-mixed", "16-mixed"])
+    t.add_argument(
+        "--data",
+        metavar="NAME|PATH",
+        help=f"one of: {', '.join(DATASETS.names())} (default: digits, or the preset's), or your own: a folder of "
+        "images, an .npy/.npz array or a .csv table",
+    )
+    t.add_argument(
+        "--data-dir", help="folder with the data files (default: $VAELAB_DATA, else download into the cache)"
+    )
+    t.add_argument("--epochs", type=int, help=f"passes over the training set (default: {tc.epochs}, or the preset's)")
+    t.add_argument("--batch-size", type=int, help=f"examples per step and process (default: {tc.batch_size})")
+    t.add_argument("--latent-dim", type=int, help="size of the code z (default: the model's, e.g. 16 for vae)")
+    t.add_argument("--lr", type=float, help=f"Adam's learning rate (default: {tc.lr:g})")
+    t.add_argument("--seed", type=int, help=f"seed of the weights, the data order and the noise (default: {tc.seed})")
+    t.add_argument("--out", help="run folder (default: runs/MODEL-DATA-TIME)")
+    t.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"where to train (default: {tc.device})")
+    t.add_argument("--devices", type=int, help=f"data-parallel processes (DDP) (default: {tc.devices})")
+    t.add_argument(
+        "--precision",
+        choices=["32", "bf16-mixed", "16-mixed"],
+        help=f"32-bit floats, or mixed precision with bf16 or fp16 autocast (default: {tc.precision})",
+    )
+    add_threads_argument(t)
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, repeatable")
     t.add_argument("--preset", help="a shipped configuration (see `vaelab presets`); flags override it")
     t.add_argument(
@@ -348,99 +442,123 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a run on its test set and write eval.json")
+    e = command("eval", "evaluate a run on a split and write its report (eval.json for the test set at K=1000)")
     add_run_arguments(e)
-    e.add_argument("--iw-samples", type=int, help="K of the IWAE log-likelihood bound (default 1000)")
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--iw-samples", type=int, help=f"K of the IWAE log-likelihood bound (default: {DEFAULT_IW_SAMPLES})")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split to evaluate")
     e.set_defaults(func=cmd_eval)
 
-    pd = sub.add_parser("predict", help="sequence models: jumpy prediction error by horizon, rollout strip and GIF")
+    gp = command("gaps", "VAEs: log p(x), ELBO, IWAE_K; the inference gap as approximation + amortization")
+    add_run_arguments(gp)
+    gp.add_argument("--k", type=int, default=100, help="K of the IWAE bound reported")
+    gp.add_argument("--points", type=int, default=100, help="the first N points of the split")
+    gp.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split to evaluate")
+    gp.add_argument("--large-k", type=int, default=5000, help="K of the log p(x) estimate where it is not exact")
+    gp.add_argument("--steps", type=int, default=500, help="Adam steps of the per-point q")
+    gp.set_defaults(func=cmd_gaps)
+
+    pd = command("predict", "sequence models: jumpy prediction error by horizon, rollout strip and GIF")
     add_run_arguments(pd)
     pd.add_argument("--baseline", action="append", default=[], metavar="RUN", help="another tdvae run to compare")
-    pd.add_argument("--horizon", type=int, help="predict 1..H frames ahead (default the model's max_jump)")
+    pd.add_argument("--horizon", type=int, help="predict 1..H frames ahead (default: the model's max_jump)")
     pd.add_argument("--context", type=int, help="observed frames (default: the sequence length minus the horizon)")
-    pd.add_argument("--samples", type=int, default=16, help="imagined futures per sequence (default 16)")
-    pd.add_argument("--split", default="test", choices=["train", "val", "test"])
+    pd.add_argument("--samples", type=int, default=16, help="imagined futures per sequence")
+    pd.add_argument("--split", default="test", choices=["train", "val", "test"], help="the split to predict")
     pd.set_defaults(func=cmd_predict)
 
-    pr = sub.add_parser("probe", help="linear probe: logistic regression on a run's codes, raw pixels beside it")
+    pr = command("probe", "linear probe: logistic regression on a run's codes, raw pixels beside it")
     add_run_arguments(pr)
-    pr.add_argument("--max-train", type=int, help="fit on a random subset of this many training examples")
+    pr.add_argument("--max-train", type=int, help="fit on this many random training examples (default: all)")
     pr.add_argument("--C", type=float, help="inverse L2 strength (default: the best of 0.001..1 on the val split)")
-    pr.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations at most (default 1000)")
+    pr.add_argument("--max-iter", type=int, default=1000, help="L-BFGS iterations at most")
     pr.add_argument("--no-baseline", action="store_true", help="skip the probe on raw pixels")
     pr.set_defaults(func=cmd_probe)
 
-    g = sub.add_parser("grad-variance", help="per-parameter gradient variance: reparameterization vs score function")
-    g.add_argument("run")
-    g.add_argument("--repeats", type=int, default=100, help="gradient draws per estimator (default 100)")
-    g.add_argument("--batch-size", type=int, default=100, help="test points in the fixed batch (default 100)")
+    g = command("grad-variance", "VAEs: per-parameter gradient variance, reparameterization vs score function")
+    add_run_arguments(g)
+    g.add_argument("--repeats", type=int, default=100, help="gradient draws per estimator")
+    g.add_argument("--batch-size", type=int, default=100, help="test points in the fixed batch")
     g.add_argument("--mc-samples", type=int, default=2, help="L draws per point; >= 2 adds the baseline column")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="seed of the draws")
     g.set_defaults(func=cmd_grad_variance)
 
-    dm = sub.add_parser("disentanglement", help="BetaVAE, FactorVAE, MIG, DCI, SAP scores, merged into eval.json")
+    dm = command("disentanglement", "BetaVAE, FactorVAE, MIG, DCI, SAP scores, written as a report of the run")
     add_run_arguments(dm)
-    dm.add_argument("--seed", type=int, default=0, help="seed of the metrics' sampling (default 0)")
-    dm.add_argument("--metrics", action="append", default=[], help="betavae,factorvae,mig,dci,sap (default all)")
-    dm.add_argument("--factors", action="append", default=[], help="factor names, comma-separated (default all)")
-    dm.add_argument("--quick", action="store_true", help="about a tenth of the samples: a fast, rougher estimate")
+    dm.add_argument("--seed", type=int, default=0, help="seed of the metrics' sampling")
+    dm.add_argument("--metrics", action="append", default=[], help="betavae,factorvae,mig,dci,sap (default: all)")
+    dm.add_argument("--factors", action="append", default=[], help="factor names, comma-separated (default: all)")
+    dm.add_argument("--quick", action="store_true", help="about a tenth of the samples: a quicker, rougher estimate")
     dm.set_defaults(func=cmd_disentanglement)
 
-    tv = sub.add_parser("traverse", help="VAEs: latent traversals (PNG, GIF), KL per unit over training")
-    tv.add_argument("run")
-    tv.add_argument("--index", type=int, default=0, help="the test image to traverse around (default 0)")
-    tv.add_argument("--out", help="folder for the figures (default RUN/figures)")
-    tv.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    tv = command("traverse", "VAEs: latent traversals (PNG, GIF), KL per unit over training")
+    add_run_arguments(tv)
+    tv.add_argument("--index", type=int, default=0, help="the test image to traverse around")
+    tv.add_argument("--out", help="folder for the figures (default: RUN/figures)")
     tv.set_defaults(func=cmd_traverse)
 
-    la = sub.add_parser("latents", help="latent figures: 2-D manifold, codes by label, interpolations")
-    la.add_argument("run")
-    la.add_argument("--out", help="folder for the PNGs (default RUN/figures)")
-    la.add_argument("--data-dir", help="where the run's data set lives now, if it moved")
+    la = command("latents", "latent figures: 2-D manifold, codes by label, interpolations")
+    add_run_arguments(la)
+    la.add_argument("--out", help="folder for the PNGs (default: RUN/figures)")
     la.set_defaults(func=cmd_latents)
 
-    s = sub.add_parser("sample", help="draw images from a generative model's prior")
-    s.add_argument("run")
-    s.add_argument("-n", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", help="PNG path (default RUN/figures/samples.png)")
+    s = command("sample", "draw from a generative model's prior (images as a PNG grid, other data as .npy)")
+    add_run_arguments(s)
+    s.add_argument("-n", type=int, default=64, help="how many samples")
+    s.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    s.add_argument("--out", help="file to write (default: RUN/figures/samples-seedS.png, or .npy for non-images)")
     s.set_defaults(func=cmd_sample)
 
-    tp = sub.add_parser("train-prior", help="VQ models: fit a gated PixelCNN prior over the frozen run's codes")
+    tp = command("train-prior", "VQ models: fit a gated PixelCNN prior over the frozen run's codes")
     add_run_arguments(tp)
-    tp.add_argument("--epochs", type=int, help="default 10")
-    tp.add_argument("--batch-size", type=int, help="default 64")
-    tp.add_argument("--lr", type=float, help="default 1e-3")
-    tp.add_argument("--seed", type=int, help="default 0")
+    defaults = PRIOR_TRAIN_DEFAULTS
+    tp.add_argument("--epochs", type=int, help=f"passes over the codes (default: {defaults['epochs']})")
+    tp.add_argument("--batch-size", type=int, help=f"code grids per step (default: {defaults['batch_size']})")
+    tp.add_argument("--lr", type=float, help=f"Adam's learning rate (default: {defaults['lr']:g})")
+    tp.add_argument("--seed", type=int, help="seed of the prior's weights and data order (default: 0)")
     tp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="prior channels, layers, kernel")
     tp.set_defaults(func=cmd_train_prior)
 
-    sw = sub.add_parser("sweep", help="train and evaluate every point of a grid over seeds, locally or on Ray")
+    sw = command("sweep", "train and evaluate every point of a grid over seeds, locally or on Ray")
     sw.add_argument("spec", help="a JSON (or YAML) file: model|preset, data, options, grid, seeds, eval, resources")
     sw.add_argument("--out", required=True, help="the sweep's folder: one run folder per point, sweep.json")
-    sw.add_argument("--engine", default="local", choices=ENGINES.names(), help="where the runs execute (default local)")
+    sw.add_argument("--engine", default="local", choices=ENGINES.names(), help="where the runs execute")
     sw.add_argument("--workers", type=int, default=1, help="runs at once (local; a local Ray instance's CPUs)")
     sw.add_argument("--ray-address", help="the Ray cluster to join (HOST:PORT, ray://HOST:PORT, auto); default: local")
     sw.set_defaults(func=cmd_sweep)
 
-    ag = sub.add_parser("aggregate", help="a sweep's reports in one table (CSV), mean ± sd over seeds, figures")
+    ag = command("aggregate", "a sweep's reports in one table (CSV), mean ± sd over seeds, figures")
     ag.add_argument("sweep", help="the sweep's folder (vaelab sweep --out)")
-    ag.add_argument("--csv", help="the table's CSV file (default SWEEP/aggregate.csv)")
+    ag.add_argument("--csv", help="the table's CSV file (default: SWEEP/aggregate.csv)")
     ag.add_argument("--metrics", action="append", default=[], help="metric names or prefixes, e.g. eval/ (default all)")
     ag.set_defaults(func=cmd_aggregate)
 
-    sub.add_parser("models", help="list the models").set_defaults(func=lambda a: _listing("models", MODELS))
-    sub.add_parser("datasets", help="list the data sets").set_defaults(func=lambda a: _listing("data sets", DATASETS))
-    sub.add_parser("presets", help="list the shipped presets").set_defaults(
-        func=lambda a: _listing("presets", presets().values())
-    )
+    command("models", "list the models").set_defaults(func=lambda a: _listing("models", MODELS))
+    command("datasets", "list the data sets").set_defaults(func=lambda a: _listing("data sets", DATASETS))
+    command("presets", "list the shipped presets").set_defaults(func=lambda a: _listing("presets", presets().values()))
     return p
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Interrupted("terminated (SIGTERM)", 143)
+
+
+def use_threads(threads: int | None) -> None:
+    """Apply the thread policy to this process (``--threads``, else the default); warn once, on one line, when the
+    count is more than the CPUs this process may use."""
+    if threads is not None:
+        message = check_threads(threads)
+        if message is not None:
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]warning: {escape(message)}[/]", highlight=False)
+    warnings.filterwarnings("ignore", category=ThreadsWarning)  # said once above; the trainer would repeat it
+    set_threads(threads)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
+        use_threads(args.threads)
         args.func(args)
     except Interrupted as e:
         Console(stderr=True, soft_wrap=True).print(f"vaelab: {escape(str(e))}", highlight=False)
@@ -451,6 +569,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C outside training (eval, metrics, ...): nothing to save
         Console(stderr=True).print("vaelab: interrupted (Ctrl-C)")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -73,7 +73,8 @@ def _find_folder(data_dir: Path) -> Path:
             return folder
     raise VaelabError(
         f"{NAME} not found in {data_dir / NAME} or {data_dir}: put {NPZ} (keys train, valid, test) or "
-        f"{', '.join(mat_file(s) for s in SPLITS)} there, or drop --data-dir and unset {DATA_ENV} to download them"
+        f"{', '.join(mat_file(s) for s in SPLITS)} there, or point --data-dir or {DATA_ENV} at a folder that "
+        "holds them (with neither, vaelab downloads them)"
     )
 
 

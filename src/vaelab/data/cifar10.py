@@ -82,8 +82,8 @@ def find_folder(data_dir: Path) -> Path:
             return _extract(archive, cache_dir() / "cifar10" / FOLDER)
     raise VaelabError(
         f"cifar10 not found: none of {', '.join(str(c) for c in candidates)} holds {', '.join(FILES)}, and "
-        f"{data_dir} holds no {ARCHIVE}. Put {ARCHIVE} ({URL}) or its unpacked {FOLDER}/ into {data_dir}, or drop "
-        f"--data-dir and unset {DATA_ENV} to download it"
+        f"{data_dir} holds no {ARCHIVE}. Put {ARCHIVE} ({URL}) or its unpacked {FOLDER}/ into {data_dir}, or point "
+        f"--data-dir or {DATA_ENV} at a folder that holds it (with neither, vaelab downloads it)"
     )
 
 

@@ -101,8 +101,8 @@ def _find_folder(name: str, data_dir: Path) -> Path:
         missing.append(f"{folder} ({state})")
     raise VaelabError(
         f"{name} not found: looked in {'; '.join(missing)}. Put the files {', '.join(FILES)} in "
-        f"{data_dir / name} or {data_dir}, or drop --data-dir and unset {DATA_ENV} to download "
-        "them into the cache"
+        f"{data_dir / name} or {data_dir}, or point --data-dir or {DATA_ENV} at a folder that holds them (with "
+        "neither, vaelab downloads them into its cache)"
     )
 
 

@@ -5,7 +5,7 @@ Model-specific numbers are registered by model type in ``registry`` (and per-epo
 ``vaelab.training.hooks``); importing this package registers them all.
 """
 
-from vaelab.eval import codes, features, latents, sequences  # noqa: F401  (registration)
+from vaelab.eval import codes, features, gaps, latents, sequences  # noqa: F401  (registration)
 from vaelab.eval.evaluate import evaluate, evaluate_model
 from vaelab.eval.features import probe
 from vaelab.eval.registry import BATCH_METRICS, LOG_LIKELIHOOD, SPLIT_METRICS

@@ -9,6 +9,7 @@ LOG_LIKELIHOOD     the IWAE bound at K = ``iw_samples`` (``iwae``, ``nll`` = −
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -16,7 +17,8 @@ import torch
 from torch import Tensor
 
 from vaelab.core.errors import VaelabError
-from vaelab.data import Dataset
+from vaelab.core.progress import Progress
+from vaelab.data import DATASETS, Dataset
 from vaelab.eval.registry import BATCH_METRICS, LOG_LIKELIHOOD, SPLIT_METRICS
 from vaelab.models import Model
 from vaelab.runs import Run
@@ -32,9 +34,16 @@ def has_likelihood_bound(model: Model) -> bool:
 
 @torch.no_grad()
 def evaluate_model(
-    model: Model, data: Dataset, split: str = "test", iw_samples: int | None = None, batch_size: int = 500
+    model: Model,
+    data: Dataset,
+    split: str = "test",
+    iw_samples: int | None = None,
+    batch_size: int = 500,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Average loss terms and batch metrics over a split, the split metrics, and the IWAE bound (``iw_samples``)."""
+    """Average loss terms and batch metrics over a split, the split metrics, and the IWAE bound (``iw_samples``).
+
+    ``show_progress``: a bar with the ETA on a terminal, a plain line every 30 s off one (stderr)."""
     if iw_samples is not None and iw_samples < 1:
         raise VaelabError(f"--iw-samples must be >= 1, got {iw_samples}")
     model.eval()
@@ -44,18 +53,22 @@ def evaluate_model(
     sums: dict[str, Tensor] = {}
     iwae: list[Tensor] = []
     n, iw_seconds = 0, 0.0
-    for x in data.eval_batches(split, batch_size):
-        loss = model.loss(x)
-        values = {"loss": loss.total, **loss.terms}
-        for metrics in batch_metrics:
-            values.update(metrics(model, x))
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0) + v.detach().double() * len(x)
-        if bound is not None:
-            start = time.perf_counter()
-            iwae.append(bound(model, x, iw_samples).cpu())  # .cpu() waits for the device: honest timing
-            iw_seconds += time.perf_counter() - start
-        n += len(x)
+    what = f"eval {split}" + (f", IWAE K={iw_samples}" if bound is not None else "")
+    batches = math.ceil(len(data.split(split)) / batch_size)
+    with Progress(batches, what, "batches", enabled=show_progress) as progress:
+        for x in data.eval_batches(split, batch_size):
+            loss = model.loss(x)
+            values = {"loss": loss.total, **loss.terms}
+            for metrics in batch_metrics:
+                values.update(metrics(model, x))
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0) + v.detach().double() * len(x)
+            if bound is not None:
+                start = time.perf_counter()
+                iwae.append(bound(model, x, iw_samples).cpu())  # .cpu() waits for the device: honest timing
+                iw_seconds += time.perf_counter() - start
+            n += len(x)
+            progress.advance()
     if n == 0:
         raise VaelabError(f"the {split} split of {data.name} is empty")
     result: dict[str, Any] = {"split": split, "num_examples": n}
@@ -78,7 +91,9 @@ def evaluate_run(
         iw_samples = DEFAULT_IW_SAMPLES
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
-    return evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+    result = evaluate_model(model, data, split, iw_samples, run.config.train.eval_batch_size)
+    in_units = DATASETS.entry(run.config.data.name).meta.get("in_data_units")  # a table: its standardization undone
+    return {**result, **in_units(run.config.data, result)} if in_units else result
 
 
 def write_eval(run: Run, result: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from vaelab.core.errors import VaelabError
+from vaelab.core.progress import Progress
 from vaelab.data import Dataset
 from vaelab.eval.registry import SPLIT_METRICS
 from vaelab.models import Model
@@ -125,23 +126,37 @@ def linear_probe(
 
 
 def select_C(
-    train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], max_iter: int, grid=C_GRID
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    max_iter: int,
+    grid=C_GRID,
+    progress: Progress | None = None,
 ) -> tuple[float, dict[float, float]]:
     """The C of ``grid`` whose probe, fit on ``train``, errs least on ``val`` (the strongest among ties)."""
-    errors = {C: linear_probe(*train, *val, C, max_iter)["error"] for C in sorted(grid)}
+    errors = {}
+    for C in sorted(grid):
+        errors[C] = linear_probe(*train, *val, C, max_iter)["error"]
+        if progress is not None:
+            progress.advance()
     return min(errors, key=errors.get), errors
 
 
-def fit_probe(splits: dict[str, tuple[np.ndarray, np.ndarray]], C: float | None, max_iter: int) -> dict[str, Any]:
-    """Choose C on the validation split (when None), fit on train + val with it, and measure on test."""
+def fit_probe(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]], C: float | None, max_iter: int, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Choose C on the validation split (when None), fit on train + val with it, and measure on test (``progress``
+    advances once per fit)."""
     train, val, test = splits["train"], splits["val"], splits["test"]
     val_errors: dict[float, float] = {}
     if C is None:
         if len(val[0]) == 0:
             raise VaelabError("choosing the probe's C needs a validation split (the run has val_fraction 0); give --C")
-        C, val_errors = select_C(train, val, max_iter)
+        C, val_errors = select_C(train, val, max_iter, progress=progress)
     everything = (np.concatenate([train[0], val[0]]), np.concatenate([train[1], val[1]]))
-    return {**linear_probe(*everything, *test, C, max_iter), "C": C, "val_errors": val_errors}
+    result = {**linear_probe(*everything, *test, C, max_iter), "C": C, "val_errors": val_errors}
+    if progress is not None:
+        progress.advance()
+    return result
 
 
 def probe_data(data: Dataset, max_train: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:
@@ -180,10 +195,11 @@ def probe_model(
     max_iter: int = 1000,
     baseline: bool = True,
     batch_size: int = 500,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
     """The probe's test error on the model's codes and (``baseline``) on raw pixels, with the same classifier.
 
-    ``C`` None chooses it for each from ``C_GRID`` on the validation split.
+    ``C`` None chooses it for each from ``C_GRID`` on the validation split; ``show_progress`` counts the fits.
     """
     check_probe_options(C, max_iter)
     splits = probe_data(data, max_train)
@@ -193,11 +209,15 @@ def probe_model(
         "max_iter": max_iter,
     }
     features = {"code": lambda x: codes_of(model, x, batch_size), "pixel": lambda x: x}
-    for key in ("code", "pixel") if baseline else ("code",):
-        arrays = {s: (features[key](x).flatten(1).cpu().numpy(), y.cpu().numpy()) for s, (x, y) in splits.items()}
-        fit = fit_probe(arrays, C, max_iter)
-        result.update({f"{key}_{name}": value for name, value in fit.items()})
-        result[f"{key}_dim"] = int(arrays["test"][0].shape[1])
+    keys = ("code", "pixel") if baseline else ("code",)
+    fits = len(keys) * (1 + (len(C_GRID) if C is None else 0))
+    with Progress(fits, "linear probe", "fits", enabled=show_progress) as progress:
+        for key in keys:
+            progress.status(f"{key} features")
+            arrays = {s: (features[key](x).flatten(1).cpu().numpy(), y.cpu().numpy()) for s, (x, y) in splits.items()}
+            fit = fit_probe(arrays, C, max_iter, progress)
+            result.update({f"{key}_{name}": value for name, value in fit.items()})
+            result[f"{key}_dim"] = int(arrays["test"][0].shape[1])
     return result
 
 

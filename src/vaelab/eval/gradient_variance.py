@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from vaelab.core.errors import VaelabError
+from vaelab.core.progress import Progress
 from vaelab.models import Model
 
 
@@ -32,8 +33,11 @@ class GradientStats:
         return float(sum(self.variance[n].sum() for n in names or self.variance))
 
 
-def gradient_stats(model: Model, x: Tensor, repeats: int = 100, **options: object) -> GradientStats:
-    """Gradient statistics of ``model.loss(x)`` with model options replaced, e.g. gradient_estimator=..."""
+def gradient_stats(
+    model: Model, x: Tensor, repeats: int = 100, show_progress: bool = True, **options: object
+) -> GradientStats:
+    """Gradient statistics of ``model.loss(x)`` with model options replaced, e.g. gradient_estimator=...
+    (``show_progress``: one step per repeat)."""
     if repeats < 2:
         raise VaelabError(f"repeats must be >= 2 to estimate a variance, got {repeats}")
     original = model.config
@@ -46,14 +50,17 @@ def gradient_stats(model: Model, x: Tensor, repeats: int = 100, **options: objec
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     total = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
     squares = {n: torch.zeros_like(p, dtype=torch.float64) for n, p in params.items()}
+    what = f"gradients, {options.get('gradient_estimator', original.gradient_estimator)}"
     try:
-        for _ in range(repeats):
-            model.zero_grad(set_to_none=True)
-            model.loss(x).total.backward()
-            for n, p in params.items():
-                g = torch.zeros_like(total[n]) if p.grad is None else p.grad.double()
-                total[n] += g
-                squares[n] += g * g
+        with Progress(repeats, what, "repeats", enabled=show_progress) as progress:
+            for _ in range(repeats):
+                model.zero_grad(set_to_none=True)
+                model.loss(x).total.backward()
+                for n, p in params.items():
+                    g = torch.zeros_like(total[n]) if p.grad is None else p.grad.double()
+                    total[n] += g
+                    squares[n] += g * g
+                progress.advance()
     finally:
         model.config = original
         model.zero_grad(set_to_none=True)

@@ -21,6 +21,7 @@ from vaelab.eval.registry import BATCH_METRICS, LOG_LIKELIHOOD, SPLIT_METRICS
 from vaelab.models import LikelihoodModel
 from vaelab.models.annealed_vae import AnnealedVAE
 from vaelab.models.betavae import BetaVAE
+from vaelab.models.linear_gaussian import LinearGaussian
 from vaelab.models.vae import VAE
 from vaelab.probability import factorized, unit_normals
 from vaelab.training.hooks import EPOCH_METRICS
@@ -90,10 +91,20 @@ def vae_log_likelihood(model: VAE, x: Tensor, samples: int) -> Tensor:
     return model.log_likelihood(x, samples)
 
 
+BATCH_METRICS.register(LinearGaussian)(reconstruction_error)
+
+
+@LOG_LIKELIHOOD.register(LinearGaussian)
+@torch.no_grad()
+def exact_log_likelihood(model: LinearGaussian, x: Tensor, samples: int) -> Tensor:
+    """The exact log p(x) of a linear-Gaussian model (``samples`` is not needed)."""
+    return model.log_marginal(x)
+
+
 @EPOCH_METRICS.register(BetaVAE)
 @torch.no_grad()
 def kl_per_unit_epoch(model: BetaVAE, data: Dataset, step: int) -> dict[str, Any]:
-    x = (data.val if len(data.val) else data.test)[:EPOCH_BATCH]
+    x = data.head("val" if data.size("val") else "test", EPOCH_BATCH)
     kl = kl_per_unit(model, x)
     return {} if kl is None else {"kl_per_unit": [float(v) for v in kl], "kl_total": float(kl.sum())}
 

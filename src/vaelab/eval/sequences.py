@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from vaelab.core.errors import VaelabError
+from vaelab.core.progress import Progress
 from vaelab.data import Dataset
 from vaelab.eval.registry import BATCH_METRICS
 from vaelab.models.tdvae import TDVAE, plan_jumps
@@ -83,8 +84,10 @@ def evaluate_predictions(
     samples: int = 16,
     split: str = "test",
     batch_size: int = 250,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
-    """Per-horizon MSE (and NLL, per-frame ELBO for models) of each model and of repeating the last frame."""
+    """Per-horizon MSE (and NLL, per-frame ELBO for models) of each model and of repeating the last frame
+    (``show_progress``: one step per batch of sequences and model)."""
     seqs = data.split(split)
     if len(seqs) == 0:
         raise VaelabError(f"the {split} split of {data.name} is empty")
@@ -103,12 +106,15 @@ def evaluate_predictions(
             total = sums.setdefault(name, {})
             total[key] = total.get(key, 0) + v.sum(0).double()
 
-    for i in range(0, len(seqs), batch_size):
-        x = seqs[i : i + batch_size]
-        add(REPEAT_LAST, repeat_last_frame(x, context, horizon))
-        for name, model in models.items():
-            add(name, model_predictions(model, x, context, horizon, samples))
-            add(name, {"elbo_per_frame": model.frame_elbo(x).mean(1)})
+    steps = math.ceil(len(seqs) / batch_size) * len(models)
+    with Progress(steps, f"predicting {horizon} frames ahead", "steps", enabled=show_progress) as progress:
+        for i in range(0, len(seqs), batch_size):
+            x = seqs[i : i + batch_size]
+            add(REPEAT_LAST, repeat_last_frame(x, context, horizon))
+            for name, model in models.items():
+                add(name, model_predictions(model, x, context, horizon, samples))
+                add(name, {"elbo_per_frame": model.frame_elbo(x).mean(1)})
+                progress.advance()
     n = len(seqs)
     results = {
         name: {key: (v / n).tolist() if v.dim() else float(v) / n for key, v in values.items()}

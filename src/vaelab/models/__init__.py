@@ -11,6 +11,7 @@ from vaelab.models import (  # noqa: F401  (registration)
     factor_vae,
     iwae,
     ksparse,
+    linear_gaussian,
     sparse,
     tdvae,
     vae,

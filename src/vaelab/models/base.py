@@ -152,6 +152,13 @@ class Model(nn.Module):
         FactorVAE discriminator) returns more. ``lr`` is the run's learning rate, the default of each group."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def alternation_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """The two parameter sets ``train.alternate`` takes turns with: (encoder phi, decoder theta), where theta is
+        everything of the generative model (decoder, prior, likelihood scale). Refused by models without an encoder."""
+        raise VaelabError(
+            f"{type(self).__name__} has no encoder and decoder to alternate: train.alternate applies to VAEs"
+        )
+
     def code(self, x: Tensor) -> Tensor:
         """A deterministic representation of x (B, F): the code, or the posterior mean."""
         raise VaelabError(f"{type(self).__name__} has no code of its inputs")

@@ -158,6 +158,13 @@ class VAE(VectorLatentModel):
     def code(self, x: Tensor) -> Tensor:
         return self.encode(x).mean
 
+    def alternation_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(phi, theta): the encoders q(z|x) (and q(z|h)); every other parameter (decoders, prior, likelihood)."""
+        encoders = [self.encoder, *([self.upper_encoder] if self.config.inner_latent_dim else [])]
+        phi = [p for m in encoders for p in m.parameters() if p.requires_grad]
+        ids = {id(p) for p in phi}
+        return phi, [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+
     def kl_weight(self, step: int | None) -> float:
         warmup = self.config.kl_warmup_steps
         ramp = 1.0 if step is None or warmup == 0 else min(1.0, step / warmup)
@@ -178,7 +185,8 @@ class VAE(VectorLatentModel):
             log_px_z = estimator(q, lambda z: self.decode(z).log_prob(x), cfg.mc_samples, cfg.baseline)  # (L, B)
         reconstruction = -log_px_z.mean()
         penalty, extra = self.regularizer(q, p, kl, step)
-        terms = {"reconstruction": reconstruction, "kl": kl.mean(), "elbo": -(reconstruction + kl.mean())}
+        kl_mean = kl.mean()
+        terms = {"reconstruction": reconstruction, "kl": kl_mean, "elbo": -(reconstruction + kl_mean)}
         return Loss(reconstruction + penalty, {**terms, **extra})
 
     def regularizer(
@@ -186,7 +194,9 @@ class VAE(VectorLatentModel):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """What the loss adds to the reconstruction term, and any named terms of it; subclasses (beta-VAE variants)
         override only this. ``kl`` is the per-point KL(q(z|x) || p(z)) (B,)."""
-        return self.kl_weight(step) * self.kl_penalty(q, p, kl), {}
+        weight = self.kl_weight(step)
+        penalty = self.kl_penalty(q, p, kl)
+        return (penalty if weight == 1.0 else weight * penalty), {}
 
     def kl_penalty(self, q: Distribution, p: Distribution, kl: Tensor) -> Tensor:
         """The KL as the optimizer sees it. Free bits: sum_j max(lambda, KL_j), KL_j a batch mean, per unit j when q

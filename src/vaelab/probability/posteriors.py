@@ -39,6 +39,11 @@ class Posterior(nn.Module):
     def forward(self, h: Tensor) -> Distribution:
         raise NotImplementedError
 
+    def params_of(self, q: Distribution) -> Tensor:
+        """The head's inputs h (..., num_params) with ``self(h)`` equal to the Gaussian q (a q of this family, or a
+        narrower one): where a per-point optimization of q starts from the encoder's q."""
+        raise NotImplementedError
+
 
 POSTERIORS: Registry[type[Posterior]] = Registry("posterior")
 
@@ -52,8 +57,14 @@ class DiagonalGaussian(Posterior):
         return 2 * self.latent_dim
 
     def forward(self, h: Tensor) -> Distribution:
-        mu, raw = h.float().chunk(2, dim=-1)
+        mu, raw = _full_precision(h).chunk(2, dim=-1)
         return Independent(Normal(mu, F.softplus(raw) + MIN_SCALE, validate_args=False), 1, validate_args=False)
+
+    def params_of(self, q: Distribution) -> Tensor:
+        """[mu, softplus^-1(sigma - MIN_SCALE)] of a diagonal Gaussian q."""
+        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+            raise VaelabError(f"a diagonal Gaussian head cannot hold a {type(q).__name__}")
+        return torch.cat([q.base_dist.loc, inverse_softplus(q.base_dist.scale - MIN_SCALE)], -1)
 
 
 @POSTERIORS.register("full", "Gaussian with full covariance, N(mu(x), L(x) L(x)^T), L lower-triangular")
@@ -88,10 +99,21 @@ class FullCovarianceGaussian(Posterior):
 
     def forward(self, h: Tensor) -> Distribution:
         d = self.latent_dim
-        mu, raw, lower = h.float().split([d, d, d * (d - 1) // 2], dim=-1)
+        mu, raw, lower = _full_precision(h).split([d, d, d * (d - 1) // 2], dim=-1)
         scale_tril = torch.diag_embed(F.softplus(raw) + MIN_SCALE)
         scale_tril[..., self.rows, self.cols] = lower
         return MultivariateNormal(mu, scale_tril=scale_tril, validate_args=False)
+
+    def params_of(self, q: Distribution) -> Tensor:
+        """[mu, softplus^-1(L_ii - MIN_SCALE), L's strict lower triangle] of a full (or diagonal) Gaussian q."""
+        if isinstance(q, MultivariateNormal):
+            tril = q.scale_tril
+        elif isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+            tril = torch.diag_embed(q.base_dist.scale)
+        else:
+            raise VaelabError(f"a full-covariance Gaussian head cannot hold a {type(q).__name__}")
+        diagonal = inverse_softplus(tril.diagonal(dim1=-2, dim2=-1) - MIN_SCALE)
+        return torch.cat([q.mean, diagonal, tril[..., self.rows, self.cols]], -1)
 
 
 @register_kl(MultivariateNormal, Independent)
@@ -100,6 +122,17 @@ def _kl_full_diagonal(q: MultivariateNormal, p: Independent) -> Tensor:
     if not (isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1):
         raise NotImplementedError
     return kl_divergence(q, MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale)))
+
+
+def inverse_softplus(y: Tensor) -> Tensor:
+    """x with softplus(x) = y, for y > 0 (stable for large y; y is kept above 1e-30)."""
+    y = y.clamp(min=1e-30)
+    return y + torch.log(-torch.expm1(-y))
+
+
+def _full_precision(h: Tensor) -> Tensor:
+    """Encoder outputs in float32 at least (half-precision outputs under autocast are raised; float64 is kept)."""
+    return h if h.dtype == torch.float64 else h.float()
 
 
 def standard_normal(latent_dim: int, device: torch.device | str | None = None) -> Distribution:

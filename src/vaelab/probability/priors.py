@@ -31,7 +31,9 @@ from torch.distributions import (
     MultivariateNormal,
     Normal,
     kl_divergence,
+    register_kl,
 )
+from torch.distributions.kl import _kl_independent_independent
 
 from vaelab.core.errors import VaelabError
 from vaelab.core.registry import Registry
@@ -108,6 +110,22 @@ def _diagonal(loc: Tensor, scale: Tensor) -> Distribution:
     return Independent(Normal(loc, scale, validate_args=False), 1, validate_args=False)
 
 
+class UnitGaussian(Independent):
+    """N(0, I) over vectors, as ``Independent(Normal(0, 1), 1)``: a type of its own so that the KL of a diagonal
+    q(z|x) to it has its own closed form (fewer operations than the rule for two general diagonal Gaussians)."""
+
+
+@register_kl(Independent, UnitGaussian)
+def _kl_diagonal_unit(q: Independent, p: UnitGaussian) -> Tensor:
+    """KL(N(mu, diag sigma^2) || N(0, I)) = 0.5 sum_j (mu_j^2 + sigma_j^2 - 1) - sum_j log sigma_j; any other
+    Independent q takes torch's rule for two Independents."""
+    base = factorized(q)
+    if base is None or q.event_shape != p.event_shape:
+        return _kl_independent_independent(q, p)
+    loc, scale = base.loc, base.scale
+    return 0.5 * (loc.square() + scale.square() - 1).sum(-1) - scale.log().sum(-1)
+
+
 @PRIORS.register("standard", "N(0, I): the VAE's fixed prior (the default)")
 class StandardNormal(Prior):
     """p(z) = N(0, I), the VAE's fixed prior: no parameters; its KL to a diagonal or full-covariance q is exact."""
@@ -115,7 +133,7 @@ class StandardNormal(Prior):
     def forward(self, encode: Encode | None = None) -> Distribution:
         """N(0, I) over D units, on the module's device."""
         zeros = self._anchor.new_zeros(self.latent_dim)
-        return _diagonal(zeros, torch.ones_like(zeros))
+        return UnitGaussian(Normal(zeros, torch.ones_like(zeros), validate_args=False), 1, validate_args=False)
 
 
 @PRIORS.register("learned", "N(mu_p, diag sigma_p^2) with learned mean and standard deviation")

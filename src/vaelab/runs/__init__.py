@@ -2,7 +2,7 @@
 
 ``from_pretrained`` reads any saved module; ``load`` a whole run (its model, data access, a VQ run's code prior)."""
 
-from vaelab.runs.config import RunConfig, TrainConfig, make_run_config
+from vaelab.runs.config import RunConfig, TrainConfig, absolute, data_now, make_run_config
 from vaelab.runs.folder import (
     CHECKPOINT,
     METRICS,
@@ -26,7 +26,9 @@ __all__ = [
     "Run",
     "RunConfig",
     "TrainConfig",
+    "absolute",
     "attach_prior",
+    "data_now",
     "from_pretrained",
     "load",
     "load_checkpoint",

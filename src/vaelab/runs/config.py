@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from vaelab.core.config import make_config
 from vaelab.core.errors import VaelabError
-from vaelab.data import DATASETS, DataConfig
+from vaelab.data import DATASETS, DataConfig, describe_data
 from vaelab.models import MODELS, DataSpec, ModelConfig
 
 LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
@@ -33,7 +35,10 @@ class TrainConfig:
     ``seed``; ``device`` (``auto``, ``cpu``, ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``,
     ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
     ``checkpoint_every`` steps between checkpoints (there is also one each epoch); ``eval_batch_size`` for
-    validation and evaluation. Bad values are refused with one line naming the accepted ones.
+    validation and evaluation; ``alternate`` K > 0 alternates K decoder steps (the encoder fixed) with K encoder steps
+    (the decoder fixed), any VAE (0: the joint update); ``threads``, torch's CPU threads (0: the CPUs this process may
+    use, or ``OMP_NUM_THREADS``; shared among the processes of ``devices=N``, see ``vaelab.core.threads``). Bad values
+    are refused with one line naming the accepted ones.
     """
 
     epochs: int = 10
@@ -51,6 +56,8 @@ class TrainConfig:
     log_every: int = 50  # steps between logged (and NaN-checked) training metrics
     checkpoint_every: int = 500  # steps between training checkpoints (also one each epoch)
     eval_batch_size: int = 500
+    alternate: int = 0  # K > 0: K steps of the decoder (encoder fixed), then K of the encoder (decoder fixed); 0: joint
+    threads: int = 0  # torch CPU threads, shared among the devices=N processes; 0: the default policy
 
     def __post_init__(self) -> None:
         for key, choices in (("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
@@ -61,8 +68,14 @@ class TrainConfig:
                 raise VaelabError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise VaelabError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.threads < 0:
+            raise VaelabError(f"threads must be >= 0 (0: the CPUs this process may use), got {self.threads}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.patience < 0:
             raise VaelabError("grad_clip, weight_decay and patience must be >= 0")
+        if self.alternate < 0:
+            raise VaelabError(
+                f"alternate must be >= 0 (0: joint updates; K: K decoder then K encoder steps), got {self.alternate}"
+            )
         if not 0 < self.lr_decay <= 1:
             raise VaelabError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
 
@@ -116,19 +129,18 @@ class RunConfig:
         )
 
 
-def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig:
+def make_run_config(model: str, data: Any, options: dict[str, Any]) -> RunConfig:
     """Sort flat options (``beta=4``, ``epochs=3``, ``model.hidden=200,200``) into the three sections.
 
-    A bare key goes to whichever section has it; ``section.key`` names the section explicitly. A data set may name
-    the likelihood that fits it (the oscillator's real-valued signals: gaussian); it is the default there.
+    ``data`` is a ``DATASETS`` name, a path (an image folder, .npy/.npz, .csv) or a Python object (a tensor, an
+    array, a torch Dataset): ``describe_data`` gives the data section for it (for a path: its absolute path and a
+    fingerprint of its contents). A bare key goes to whichever section has it; ``section.key`` names the section
+    explicitly. A data set may name the likelihood that fits it (the oscillator's real-valued signals, tables:
+    gaussian); it is the default there.
     """
     model_cls = MODELS.get(model)
-    fitting = DATASETS.entry(data).meta.get("likelihood")
-    if fitting and "likelihood" in {f.name for f in dataclasses.fields(model_cls.Config)}:
-        if not any(k.rpartition(".")[2] == "likelihood" for k in options):
-            options = {"model.likelihood": fitting, **options}
     classes = {"model": model_cls.Config, "data": DataConfig, "train": TrainConfig}
-    sections: dict[str, dict[str, Any]] = {"model": {}, "data": {"name": data}, "train": {}}
+    sections: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "train": {}}
     for key, value in options.items():
         section, _, name = key.rpartition(".")
         if section and section not in classes:
@@ -140,9 +152,32 @@ def make_run_config(model: str, data: str, options: dict[str, Any]) -> RunConfig
             valid = sorted(f.name for c in classes.values() for f in dataclasses.fields(c) if f.name != "name")
             raise VaelabError(f"unknown config key {key!r} for model {model!r}; valid keys: {', '.join(valid)}")
         sections[owners[0]][name] = value
+    train = make_config(TrainConfig, sections["train"], "train")
+    sections["data"].update(describe_data(data, train.seed, sections["data"]))
+    fitting = DATASETS.entry(sections["data"]["name"]).meta.get("likelihood")
+    if fitting and "likelihood" in {f.name for f in dataclasses.fields(model_cls.Config)}:
+        sections["model"].setdefault("likelihood", fitting)
+    if sections["data"].get("data_dir") is not None:  # absolute: the run's commands work from any folder
+        sections["data"]["data_dir"] = absolute(sections["data"]["data_dir"])
     return RunConfig(
         model=model,
         model_config=make_config(model_cls.Config, sections["model"], "model"),
         data=make_config(DataConfig, sections["data"], "data"),
-        train=make_config(TrainConfig, sections["train"], "train"),
+        train=train,
     )
+
+
+def absolute(folder: str | os.PathLike) -> str:
+    """A folder as an absolute path (``~`` expanded), as config.json records ``data_dir``."""
+    return str(Path(folder).expanduser().absolute())
+
+
+def data_now(data: DataConfig, data_dir: str | os.PathLike | None = None) -> DataConfig:
+    """Where a run's data is read from now: ``data_dir`` if given (the command's ``--data-dir``), else the recorded
+    folder while it exists, else (the folder moved or was deleted) ``$VAELAB_DATA`` or the download cache, as for a
+    run that recorded none."""
+    if data_dir is not None:
+        return dataclasses.replace(data, data_dir=absolute(data_dir))
+    if data.data_dir is not None and not Path(data.data_dir).expanduser().is_dir():
+        return dataclasses.replace(data, data_dir=None)
+    return data

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from vaelab.core.errors import VaelabError
 from vaelab.core.pretrained import CONFIG, load_state, read_module_config, weights_id
 from vaelab.data import Dataset, load_dataset
 from vaelab.models import MODELS, Model, model_from_spec
-from vaelab.runs.config import RunConfig
+from vaelab.runs.config import RunConfig, data_now
 from vaelab.runs.folder import CONFIG as RUN_CONFIG
 from vaelab.runs.folder import MODEL_DIR, read_config, read_metrics, write_json
 
@@ -42,8 +41,9 @@ class Run:
     prior: Run | None = None
 
     def dataset(self, device: torch.device | str = "cpu", data_dir: str | None = None) -> Dataset:
-        """The run's data set, read as it was for training (``data_dir``: where it lives now, if it moved)."""
-        data = self.config.data if data_dir is None else dataclasses.replace(self.config.data, data_dir=data_dir)
+        """The run's data set, read as it was for training (``data_dir``: where it lives now, if it moved; without
+        it a recorded folder that no longer exists gives way to ``$VAELAB_DATA``)."""
+        data = data_now(self.config.data, data_dir)
         binary = type(self.model).needs_binary_data(self.config.model_config)
         return load_dataset(data, self.config.train.seed, device, binary, root=self.path)
 

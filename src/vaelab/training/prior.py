@@ -74,7 +74,7 @@ def load_codes(data_dir: Path | None, path: Path | None = None, fingerprint: str
     bs = run.config.train.eval_batch_size
     model = run.model.eval()
     splits = {"train": codes_of(model, train_x, bs), "test": codes_of(model, data.test, bs)}
-    splits["val"] = codes_of(model, data.val, bs) if len(data.val) else splits["train"]
+    splits["val"] = codes_of(model, data.val, bs) if data.size("val") else splits["train"]
     return ImageArrays(*(splits[s].numpy() for s in ("train", "test")), val=splits["val"].numpy())
 
 

@@ -30,7 +30,8 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from vaelab.core.errors import Interrupted, VaelabError, WriteError
-from vaelab.data import DATASETS, Dataset, load_dataset
+from vaelab.core.threads import set_threads
+from vaelab.data import DATA_ENV, DATASETS, Dataset, load_dataset
 from vaelab.models import MODELS, DataSpec, Model, build_model
 from vaelab.runs import (
     CHECKPOINT,
@@ -43,7 +44,9 @@ from vaelab.runs import (
     save_config,
     save_weights,
 )
+from vaelab.runs.config import data_now
 from vaelab.runs.folder import Claim, claim, default_run_name, has_run
+from vaelab.training import fitters  # noqa: F401  (registration)
 from vaelab.training.distributed import (
     Launch,
     broadcast_object,
@@ -55,7 +58,7 @@ from vaelab.training.distributed import (
     rng_state,
     set_rng_state,
 )
-from vaelab.training.hooks import EPOCH_METRICS
+from vaelab.training.hooks import EPOCH_METRICS, FITTERS
 from vaelab.training.monitor import Monitor
 
 EVAL_SEED = 2024  # validation noise is drawn from its own seeded stream, so it never shifts training
@@ -116,13 +119,15 @@ def train(
     run_dir: str | os.PathLike | None = None,
     resume: bool = False,
     epochs: int | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Train ``config`` into ``run_dir`` (None: a fresh folder runs/MODEL-DATA-TIME), or continue the run there
     (``resume``: its config comes from its checkpoint); returns the run folder.
 
     ``epochs`` with ``resume`` trains a run, finished or not, on to that many epochs in all: the same weights as a
     run started with that many (the data order and the step-wise learning rate do not depend on the length; a
-    cosine schedule does, so it is refused). Launched by torchrun (or any launcher that sets RANK, WORLD_SIZE,
+    cosine schedule does, so it is refused). ``threads`` with ``resume`` sets the resumed run's ``train.threads``.
+    Launched by torchrun (or any launcher that sets RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT), every process calls this and they join one process group."""
     if epochs is not None and not resume:
         raise VaelabError("epochs= here extends a resumed run; give a new run its epochs in its config")
@@ -139,6 +144,8 @@ def train(
             stop.run_dir = held.run_dir
             try:
                 config, state = prepare(config, held.run_dir, resume, epochs)
+                if threads and resume:
+                    config = dataclasses.replace(config, train=dataclasses.replace(config.train, threads=threads))
                 world = config.train.devices
                 device = resolve_device(config.train.device)
                 if world > 1 and device.type == "cuda" and torch.cuda.device_count() < world:
@@ -267,7 +274,6 @@ def _worker(
             torch.cuda.set_device(rank)
             device = torch.device("cuda", rank)
         else:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
             device = torch.device("cpu")
         with StopSignal() as stop:
             stop.run_dir = run_dir
@@ -376,20 +382,25 @@ class Trainer:
         self.rank, self.world = rank, world
         self.stop = stop or StopSignal()
         tc = config.train
+        if tc.threads or world > 1:  # else the process's own setting (the CLI applies the default policy)
+            set_threads(tc.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", world)))
         torch.manual_seed(tc.seed)
         model_cls = MODELS.get(config.model)
         check_kind(config.model, config.data.name)
         binary = model_cls.needs_binary_data(config.model_config)
-        self.data: Dataset = load_dataset(config.data, tc.seed, device, binary, root=run_dir)
-        spec = DataSpec(self.data.shape, len(self.data.train))
+        # a resumed run whose recorded data folder is gone reads $VAELAB_DATA (the data spec must still match)
+        data = config.data if state is None else data_now(config.data)
+        self.data: Dataset = load_dataset(data, tc.seed, device, binary, root=run_dir, world=world)
+        spec = DataSpec(self.data.shape, self.data.size("train"))
         if config.data_spec is not None and config.data_spec != spec:
             raise VaelabError(
                 f"the data of {run_dir} changed since the run started: it was {config.data_spec}, now {spec}; "
-                "point --data-dir at the data the run was trained on"
+                f"put the data the run was trained on back in {config.data.data_dir or 'its folder'} (or point "
+                f"{DATA_ENV} at it)"
             )
         self.config = config = dataclasses.replace(config, data_spec=spec)
         self.model: Model = build_model(config.model, spec, config.model_config).to(device)
-        self.model.check_data(self.data.train)
+        self.model.check_data(self.data.extremes())
         if rank > 0:  # rank 0 keeps the run's stream; the others draw their own noise
             torch.manual_seed(rank_seed(tc.seed, rank))
         self.steps_per_epoch = self.data.steps_per_epoch(tc.batch_size * world)
@@ -397,6 +408,8 @@ class Trainer:
         # the fused kernel updates all parameters in one C++ pass (784-512-16 VAE, 1 CPU thread: 7.4 vs 11.9 ms/step)
         fused = device.type in ("cpu", "cuda")
         groups = self.model.param_groups(tc.lr)
+        # train.alternate=K: (encoder, decoder) parameters; steps [2jK, (2j+1)K) freeze the first, the next K the second
+        self.phases = self.model.alternation_groups() if tc.alternate else None
         self.optimizer = torch.optim.Adam(groups, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.data_rng = torch.Generator().manual_seed(tc.seed)
@@ -438,11 +451,12 @@ class Trainer:
         self.monitor = monitor = Monitor(
             self.run_dir, self.total_steps, self.step, self.metrics_rows, enabled=self.rank == 0, title=what
         )
-        for note in self.model.notes:
+        for note in [self.data.note, *self.model.notes]:
             monitor.print(f"note: {note}")
         self.stop.armed = True
         try:
-            self._train(monitor)
+            if not self._fit_without_gradients(monitor):
+                self._train(monitor)
             self._checkpoint(finished=True)
             if tc.patience and self.bad_epochs >= tc.patience:
                 monitor.print(f"early stopping: no validation improvement for {tc.patience} epochs")
@@ -455,6 +469,26 @@ class Trainer:
         finally:
             self.stop.armed = False
             monitor.close()
+
+    def _fit_without_gradients(self, monitor: Monitor) -> bool:
+        """A model type with a registered fitter (closed form, EM) is fitted by it instead of gradient steps, then
+        validated and finished like a trained run. Interrupted, it keeps the first checkpoint: a resume fits anew."""
+        fitter = FITTERS.lookup(self.model)
+        if fitter is None:
+            return False
+
+        def log(row: dict[str, Any]) -> None:
+            monitor.log({"split": "train", "epoch": 0, **row})
+
+        steps = fitter(self.model, self.data.train, log, lambda: self.stop.signum is not None, monitor.print)
+        if steps is None:
+            return False
+        if self.stop.signum is not None:
+            raise self.stop.interrupted()
+        self.step, self.epoch = steps, self.config.train.epochs
+        self._validate(monitor)
+        self._log_epoch(monitor)
+        return True
 
     def _train(self, monitor: Monitor) -> None:
         tc = self.config.train
@@ -510,6 +544,9 @@ class Trainer:
             loss = self.net(x, step=self.step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss.total).backward()
+        if self.phases is not None:  # the phase follows from the step count, so a resume continues it exactly
+            for p in self.phases[(self.step // tc.alternate) % 2]:
+                p.grad = None  # Adam skips a parameter without a gradient: its weights and moments stay as they are
         if tc.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
@@ -542,7 +579,7 @@ class Trainer:
 
     @torch.no_grad()
     def _validate(self, monitor: Monitor) -> None:
-        if len(self.data.val) == 0:
+        if self.data.size("val") == 0:
             if self.rank == 0:
                 save_weights(self.run_dir, self.model)
             return

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vaelab.core.errors import VaelabError
+from vaelab.core.pretrained import atomic_write
 from vaelab.data import Dataset
 from vaelab.models import LikelihoodModel, Model
 from vaelab.viz.registry import RUN_FIGURES
@@ -48,6 +50,30 @@ def save_images(path: Path, images: Tensor, title: str, ncol: int = 8) -> Path:
     ax.set_title(title)
     ax.axis("off")
     return save_figure(fig, path)
+
+
+def save_samples(path: Path | None, folder: Path, samples: Tensor) -> Path:
+    """Samples as a PNG grid when they are images (default FOLDER/samples.png), else as an array in a .npy file
+    (default FOLDER/samples.npy: vectors have no picture)."""
+    images = samples.dim() == 4
+    if path is None:
+        path = Path(folder) / ("samples.png" if images else "samples.npy")
+    if images:
+        return save_images(path, samples, f"{len(samples)} samples from the prior")
+    if path.suffix != ".npy":
+        raise VaelabError(
+            f"samples of shape {tuple(samples.shape[1:])} are not images: they are written as a NumPy array; give "
+            f"--out {path.with_suffix('.npy')}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = samples.detach().float().cpu().numpy()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would append .npy to the temporary name
+            np.save(f, array)
+
+    atomic_write(path, write)
+    return path
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from torch.distributions import Distribution
 
 from vaelab.core.errors import VaelabError
 from vaelab.data import Dataset
+from vaelab.models.linear_gaussian import LinearGaussian
 from vaelab.models.vae import VAE
 from vaelab.viz.figures import save_figure, save_images
 from vaelab.viz.registry import LATENT_FIGURES, RUN_FIGURES
@@ -109,3 +110,8 @@ def vae_figures(out: Path, model: VAE, data: Dataset, metrics_file: Path) -> lis
         torch.manual_seed(0)
         made.append(save_images(out / "samples.png", model.sample(64), "samples from the prior"))
     return made + latent_figures(out, model, data)
+
+
+# a linear-Gaussian model has the same latent space: a standard normal prior, posterior means, decoded means
+LATENT_FIGURES.register(LinearGaussian)(latent_figures)
+RUN_FIGURES.register(LinearGaussian)(vae_figures)

@@ -124,15 +124,17 @@ def kl_curve(path: Path, metrics_file: Path) -> Path | None:
 def traversal_figures(
     out: Path, model: VAE, data: Dataset, metrics_file: Path | None = None, index: int = 0
 ) -> list[Path]:
-    """Traversals (PNG + GIF) around test image ``index``, and the KL per unit over training when it was logged."""
+    """Traversals (PNG + GIF) around test image ``index`` (traversals.png, or traversals-INDEX.png for another image
+    than the first), and the KL per unit over training when it was logged."""
     _check(model)
     if len(data.shape) != 3:
         raise VaelabError(f"latent traversals draw images; {data.name} holds data of shape {data.shape}")
     if not 0 <= index < len(data.test):
         raise VaelabError(f"image index {index} out of range: the test split has {len(data.test)} images")
     kl = kl_per_unit(model, data.test[:500])
-    made = [traversal_figure(out / "traversals.png", model, data.test[index], kl)]
-    made.append(traversal_gif(out / "traversals.gif", model, data.test[index], kl))
+    stem = "traversals" if index == 0 else f"traversals-{index}"
+    made = [traversal_figure(out / f"{stem}.png", model, data.test[index], kl)]
+    made.append(traversal_gif(out / f"{stem}.gif", model, data.test[index], kl))
     curve = kl_curve(out / "kl_per_unit.png", metrics_file) if metrics_file is not None else None
     return made + ([curve] if curve else [])
 

@@ -10,10 +10,11 @@ import numpy as np
 import torch
 
 from vaelab.core.errors import VaelabError
+from vaelab.core.progress import Progress
 from vaelab.data import resolve_data_dir
 from vaelab.data.factors import factor_source
 from vaelab.eval.disentanglement.base import METRICS, Encoder, check_source, select_factors
-from vaelab.runs import Run
+from vaelab.runs import Run, data_now
 
 #: the metrics in the order they are reported
 ORDER = ("betavae", "factorvae", "mig", "dci", "sap")
@@ -51,10 +52,13 @@ def all_metrics(
         raise VaelabError(f"unknown metric {unknown[0]!r}; the metrics are: {', '.join(ordered(METRICS.names()))}")
     select_factors(source, factors)  # an unknown factor fails before any metric runs
     out: dict[str, float] = {}
-    for name in ordered(chosen):
-        metric = METRICS.get(name)
-        for key, value in metric(source, encode, seed=seed, factors=factors, **sizes.get(name, {})).items():
-            out[key if key.startswith(name) else f"{name}/{key}"] = value
+    with Progress(len(chosen), "disentanglement", "metrics") as progress:
+        for name in ordered(chosen):
+            progress.status(f"computing {name}")
+            metric = METRICS.get(name)
+            for key, value in metric(source, encode, seed=seed, factors=factors, **sizes.get(name, {})).items():
+                out[key if key.startswith(name) else f"{name}/{key}"] = value
+            progress.advance()
     return out
 
 
@@ -70,7 +74,7 @@ def run_disentanglement(
     """The metrics of a loaded run on the factor source of its data set, codes = the model's deterministic code (a
     VAE's posterior mean). Merged into RUN/eval.json under ``disentanglement``, other keys kept; returns that entry:
     {"seed", "factors", "metrics", "scores": {...}}."""
-    source = factor_source(run.config.data.name, resolve_data_dir(data_dir or run.config.data.data_dir))
+    source = factor_source(run.config.data.name, resolve_data_dir(data_now(run.config.data, data_dir).data_dir))
     chosen = select_factors(source, factors)
     shape = run.model.data_shape
     rendered = tuple(source.render(source.sample_factors(1, np.random.default_rng(0))).shape[1:])

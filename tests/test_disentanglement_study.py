@@ -1,0 +1,76 @@
+"""The disentanglement study driver (benchmarks/disentanglement_study.py): its spec checks, and its aggregation."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vaelab.core.errors import VaelabError
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "disentanglement_study.py"
+spec = importlib.util.spec_from_file_location("disentanglement_study", SCRIPT)
+study = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = study  # dataclasses look their module up
+spec.loader.exec_module(study)
+
+
+def write(tmp_path: Path, content: dict) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def test_shipped_specs_expand_into_their_cells():
+    _, cells = study.read_spec(SCRIPT.parent / "studies" / "dsprites-small.json")
+    labels = [c.label for c in cells]
+    assert labels[:5] == [f"β-VAE β={b}" for b in (1, 2, 4, 8, 16)] and len(cells) == 8
+    assert [c.options["beta"] for c in cells[:5]] == [1, 2, 4, 8, 16]
+    assert cells[0].folder == "beta-VAE-beta=1"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"groups": [{"preset": "nope"}]}, "unknown preset 'nope'"),
+        ({"groups": [{"preset": "betavae-dsprites-small-b4", "model": "nope"}]}, "unknown model 'nope'"),
+        ({"groups": [{"preset": "betavae-dsprites-small-b4", "model": "factor-vae"}]}, "trains 'beta-vae'"),
+        ({"groups": [{"preset": "betavae-dsprites-small-b4", "options": {"betaa": 2}}]}, "unknown config key 'betaa'"),
+        ({"groups": [{"preset": "betavae-dsprites-small-b4"}], "seed": [1]}, "unknown key 'seed'"),
+        ({"groups": []}, "non-empty list of groups"),
+    ],
+)
+def test_bad_specs_are_refused(tmp_path, content, message):
+    with pytest.raises(VaelabError, match=message):
+        study.read_spec(write(tmp_path, content))
+
+
+def test_a_bad_spec_is_one_line_and_nothing_is_written(tmp_path):
+    path = write(tmp_path, {"groups": [{"preset": "nope"}]})
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[1] / "src")}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), str(path), "--out", str(out)], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "unknown preset 'nope'" in done.stderr
+    assert not out.exists()
+
+
+def test_report_ranks_and_figures(tmp_path):
+    _, cells = study.read_spec(SCRIPT.parent / "studies" / "dsprites-small-tiny.json")
+    rows = []
+    for i, cell in enumerate(cells[:2]):
+        for seed in (0, 1):
+            value = 0.1 * (2 * i + seed + 1)  # every metric ranks the four runs alike
+            scores = {key: value for _, key in study.SCORES}
+            rows.append(dict(cell=cell.label, seed=seed, val_elbo=-1.0, train_s=1, metrics_s=1, scores=scores))
+    text = study.report(rows, cells)
+    assert "| β-VAE β=1 | 2 | 15.0% ± 7.1% |" in text  # mean ± sd (ddof 1) of 10% and 20%
+    assert "| MIG | 1.00 | 1.00 | 1.00 |" in text  # identical rankings: Spearman 1
+    paths = study.figures(rows, cells, tmp_path / "figures")
+    assert len(paths) == len(study.SCORES) and all(p.stat().st_size > 1000 for p in paths)
