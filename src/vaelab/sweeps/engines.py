@@ -27,7 +27,6 @@ from vaelab.sweeps.spec import Point, SweepSpec
 
 RAY_CONNECT_TIMEOUT_S = 10.0  # an address that does not answer within this is refused
 RAY_INSTALL = "pip install 'vaelab[ray]'"
-RAY_START_WAIT_S = 120
 Done = Callable[[Point, dict[str, Any]], None]
 
 
@@ -167,19 +166,17 @@ def check_reachable(address: str, timeout: float = RAY_CONNECT_TIMEOUT_S) -> Non
         ) from None
 
 
-@ENGINES.register("ray", "Ray tasks, each asking for the spec's cpus and gpus, locally or on a joined cluster")
+@ENGINES.register("ray", "Ray tasks, each asking for the spec's cpus and gpus, locally or on a cluster", joins=True)
 def ray_engine(points: Sequence[Point], out: str, spec: SweepSpec, options: EngineOptions, done: Done) -> None:
     if options.address not in (None, "auto"):
         check_reachable(options.address)
     ray = import_ray()
     try:
         if options.address is None:
-            # a busy machine can take more than Ray's default 10 s to register the local node
-            os.environ.setdefault("RAY_raylet_start_wait_time_s", str(RAY_START_WAIT_S))
             ray.init(num_cpus=max(options.workers, int(spec.cpus)), include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=options.address, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:  # Ray's own time-out, a refused or foreign server
+    except Exception as e:  # Ray's own time-outs (it raises plain Exceptions too), a refused or foreign server
         where = f"the Ray cluster at {options.address}" if options.address else "a local Ray instance"
         raise VaelabError(f"cannot join {where}: {str(e).splitlines()[0]}") from None
     try:

@@ -80,7 +80,7 @@ def run_sweep(
     run_engine = ENGINES.get(engine)
     if workers < 1:
         raise VaelabError(f"--workers must be >= 1, got {workers}")
-    if address is not None and engine != "ray":
+    if address is not None and not ENGINES.entry(engine).meta.get("joins"):
         raise VaelabError(f"a Ray address is for the ray engine; --engine {engine} runs on this machine")
     out = Path(out)
     with _hold(out):

@@ -313,6 +313,14 @@ def _train_launched(
                     _fit_launched(outcome, run_dir, device, launch, stop, held)
             else:
                 _fit_launched(broadcast_object(None, launch.rank), run_dir, device, launch, stop, None)
+    except RuntimeError as e:  # a rank lost (killed, its node gone): the collectives fail on the others
+        if not (isinstance(e, dist.DistError) or any(w in str(e) for w in ("gloo", "NCCL", "Connection"))):
+            raise
+        first = str(e).splitlines()[0][:200]
+        raise VaelabError(
+            f"rank {launch.rank} of {launch.world} lost contact with the other ranks ({first}); the last checkpoint "
+            f"is kept: {resume_hint(run_dir)}, under the same launcher"
+        ) from None
     finally:
         dist.destroy_process_group()
     return run_dir
