@@ -23,13 +23,14 @@ from vaelab.core.errors import Interrupted, VaelabError
 from vaelab.core.version import VERSION
 from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
-from vaelab.eval.disentanglement import run_disentanglement
-from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, evaluate_run, write_eval
+from vaelab.eval.disentanglement import disentanglement_report_name, run_disentanglement
+from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, eval_report_name, evaluate_run, write_eval
+from vaelab.eval.features import probe_settings
 from vaelab.eval.gradient_variance import gradient_stats, mean_squared_z
-from vaelab.eval.sequences import REPEAT_LAST, predict
+from vaelab.eval.sequences import REPEAT_LAST, predict, prediction_report_name
 from vaelab.models import MODELS
 from vaelab.presets import get_preset, presets
-from vaelab.runs import TrainConfig, load, make_run_config
+from vaelab.runs import TrainConfig, load, make_run_config, report_name, stale_reports
 from vaelab.training.prior import PRIOR_TRAIN_DEFAULTS
 from vaelab.training.trainer import resolve_device, train
 from vaelab.viz import LATENT_FIGURES, TRAVERSAL_FIGURES, save_samples
@@ -61,6 +62,9 @@ def cmd_train(args: argparse.Namespace) -> None:
             )
         run_dir = train(None, args.resume, resume=True, epochs=args.epochs)
         run = finish(run_dir)
+        if run is not None:
+            for stale in stale_reports(run_dir):  # reports (and a VQ prior) of the weights before the resume
+                console.print(f"stale: {stale.path} ({stale.why}); refresh it: {stale.command}", soft_wrap=True)
     else:
         model, data, options = args.model, args.data, {}
         if args.preset:
@@ -113,7 +117,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "a smaller beta, or importance-weighted training (model iwae)[/]"
         )
     write_eval(run, result)  # after the table: numbers that cannot be written are still seen
-    console.print(f"written: {run.path / 'eval.json'}")
+    console.print(f"written: {run.path / eval_report_name(result)}", soft_wrap=True)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -140,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     x = run.dataset(device, args.data_dir).split(args.split)[:4]
     for path in rollout_figures(run.path / "figures", run.model, x, result["context"], len(result["horizons"])):
         console.print(f"written: {path}")
-    console.print(f"written: {run.path / 'prediction.json'}")
+    console.print(f"written: {run.path / prediction_report_name(run.model, result)}", soft_wrap=True)
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -165,7 +169,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
                 f"{result[f'{key}_iterations']}{note}",
             )
     console.print(table)
-    console.print(f"written: {run.path / 'probe.json'}")
+    name = report_name("probe", *probe_settings(args.max_train, args.C, args.max_iter, not args.no_baseline))
+    console.print(f"written: {run.path / name}", soft_wrap=True)
 
 
 def cmd_grad_variance(args: argparse.Namespace) -> None:
@@ -218,7 +223,8 @@ def cmd_disentanglement(args: argparse.Namespace) -> None:
         table.add_row(key, f"{value:.4f}")
     console.print(table)
     console.print(f"factors: {', '.join(entry['factors'])}")
-    console.print(f"written: {run.path / 'eval.json'} (key: disentanglement)")
+    name = disentanglement_report_name(args.seed, args.quick, metrics, entry["factors"] if factors else None)
+    console.print(f"written: {run.path / name}", soft_wrap=True)
 
 
 def cmd_traverse(args: argparse.Namespace) -> None:
