@@ -202,13 +202,14 @@ def test_every_option_has_help_and_shows_its_default():
         for action in sub._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, (name, action.option_strings)
-                if action.default not in (None, False, []):
+                if not (action.default is None or action.default is False or action.default == []):
                     flat = " ".join(text.split())
                     assert f"(default: {action.default})" in flat, (name, action.option_strings, flat)
     flat = " ".join(commands.choices["train"].format_help().split())
     for words in ("--epochs EPOCHS passes over the training set (default: 10", "(default: 100)", "(default: 0.001)"):
         assert words in flat
-    assert "(default: 64)" in " ".join(commands.choices["sample"].format_help().split())
+    sample = " ".join(commands.choices["sample"].format_help().split())
+    assert "(default: 64)" in sample and "--seed SEED seed of the draws (default: 0)" in sample
 
 
 def test_version(tmp_path):

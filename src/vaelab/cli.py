@@ -297,7 +297,13 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text
+        empty = (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or action.default is argparse.SUPPRESS
+        )
+        shown = not empty and "default" not in text
         if shown and (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)):
             text += " (default: %(default)s)"
         return text
@@ -405,7 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(s)
     s.add_argument("-n", type=int, default=64, help="how many samples")
     s.add_argument("--seed", type=int, default=0, help="seed of the draws")
-    s.add_argument("--out", help="file to write (default: RUN/figures/samples-seedS.png, or .npy for non-images)")
+    s.add_argument(
+        "--out", help="file to write (default: RUN/figures/samples.png, or samples.npy for data that are not images)"
+    )
     s.set_defaults(func=cmd_sample)
 
     tp = command("train-prior", "VQ models: fit a gated PixelCNN prior over the frozen run's codes")
