@@ -13,6 +13,7 @@ from torch.distributions import Independent, Normal
 import vaelab
 from cli_helpers import fails_with, run_cli
 from vaelab.core.errors import VaelabError
+from vaelab.core.pretrained import weights_id
 from vaelab.data import DATASETS
 from vaelab.models import MODELS, DataSpec, build_model
 from vaelab.models.beta_tcvae import kl_decomposition, mws_log_densities
@@ -177,20 +178,20 @@ def test_disentanglement_command(capsys, annealed_run):
     )
     assert code == 0, err
     assert "mig" in out and "sap" in out and "betavae" not in out
-    report = json.loads((annealed_run.path / "eval.json").read_text())
-    assert report["elbo"] == -1.0  # other eval keys are kept
-    entry = report["disentanglement"]
+    path = annealed_run.path / "disentanglement-quick-seed3-mig+sap.json"  # keyed by its settings
+    assert f"written: {path}" in out
+    assert json.loads((annealed_run.path / "eval.json").read_text()) == {"model": "annealed-vae", "elbo": -1.0}
+    entry = json.loads(path.read_text())
     assert entry["seed"] == 3 and entry["metrics"] == ["mig", "sap"] and len(entry["factors"]) == 5
     assert 0 <= entry["scores"]["mig"] <= 1 and "mig/posX" in entry["scores"]
+    assert entry["weights_id"] == weights_id(annealed_run.path / "model")
+    assert entry["command"] == f"vaelab disentanglement {annealed_run.path} --seed 3 --quick --metrics mig,sap"
     code, _, _ = run_cli(
         capsys, "disentanglement", str(annealed_run.path), "--quick", "--metrics", "mig", "--seed", "3"
     )
-    again = json.loads((annealed_run.path / "eval.json").read_text())["disentanglement"]["scores"]
+    again = json.loads((annealed_run.path / "disentanglement-quick-seed3-mig.json").read_text())["scores"]
     assert again["mig"] == entry["scores"]["mig"]  # a fixed seed: the same numbers
-    code, _, err = run_cli(capsys, "eval", str(annealed_run.path), "--iw-samples", "2")
-    assert code == 0, err
-    report = json.loads((annealed_run.path / "eval.json").read_text())
-    assert report["disentanglement"]["scores"]["mig"] == again["mig"] and "capacity" in report  # vaelab eval keeps it
+    assert json.loads(path.read_text()) == entry  # the first report is still there, untouched
 
 
 def test_disentanglement_bad_input(capsys, annealed_run, vae_run):
@@ -203,8 +204,9 @@ def test_disentanglement_bad_input(capsys, annealed_run, vae_run):
 def test_traverse_command(capsys, annealed_run, tmp_path):
     code, _, err = run_cli(capsys, "traverse", str(annealed_run.path), "--index", "5", "--out", str(tmp_path))
     assert code == 0, err
-    assert (tmp_path / "traversals.png").exists() and (tmp_path / "traversals.gif").exists()
+    assert (tmp_path / "traversals-5.png").exists() and (tmp_path / "traversals-5.gif").exists()  # keyed by index
     assert (tmp_path / "kl_per_unit.png").exists()
+    assert not (tmp_path / "reconstructions.png").exists() and not (tmp_path / "samples.png").exists()
     fails_with(capsys, "out of range", "traverse", str(annealed_run.path), "--index", "99999", "--out", str(tmp_path))
 
 

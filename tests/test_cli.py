@@ -22,7 +22,9 @@ def test_eval_and_sample(capsys, vae_run, tmp_path):
     shutil.copytree(vae_run.path, run)
     code, out, err = run_cli(capsys, "eval", str(run), "--iw-samples", "100", "--device", "cpu")
     assert code == 0, err
-    result = json.loads((run / "eval.json").read_text())
+    assert not (run / "eval.json").exists()  # K=100 is not the default K=1000: a report of its own
+    result = json.loads((run / "eval-test-k100.json").read_text())
+    assert result["command"] == f"vaelab eval {run} --iw-samples 100"
     for key in ("loss", "reconstruction", "kl", "elbo", "iwae", "nll", "mse", "kl_per_dim", "active_units"):
         assert key in result, key
     assert result["iw_samples"] == 100 and result["num_examples"] == 297

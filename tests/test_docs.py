@@ -25,6 +25,7 @@ from vaelab.eval.features import probe_model
 from vaelab.eval.sequences import evaluate_predictions
 from vaelab.models import MODELS, DataSpec, build_model
 from vaelab.models.vqvae import VQModel
+from vaelab.runs import REPORT_KINDS, report_files
 from vaelab.training.hooks import EPOCH_METRICS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,10 +224,27 @@ def test_every_file_and_key_of_a_trained_run_folder_is_explained(vae_run):
     assert_explained(json.loads((path / "model" / "config.json").read_text()), "model/config.json")
     checkpoint = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert_explained(checkpoint, "checkpoint.pt")
-    assert_explained(
-        [p.name for p in (path / "figures").iterdir()] + [p.name + ("/" if p.is_dir() else "") for p in path.iterdir()],
-        "the run folder's files",
-    )
+
+    def documented(name: str) -> str:  # a report of other settings is documented as KIND-SETTINGS.json
+        kind = name.split("-")[0]
+        return f"{kind}-SETTINGS.json" if kind in REPORT_KINDS and "-" in name and name.endswith(".json") else name
+
+    names = [p.name for p in (path / "figures").iterdir()]
+    names += [p.name + ("/" if p.is_dir() else "") for p in path.iterdir()]
+    assert_explained([documented(n) for n in names], "the run folder's files")
+    for report in report_files(path):
+        assert_explained(json.loads(report.read_text()), report.name)
+
+
+def test_a_report_of_every_kind_is_explained(tmp_path, vae_run):
+    import shutil
+
+    from vaelab.runs import load
+
+    run = load(shutil.copytree(vae_run.path, tmp_path / "vae"))
+    assert_explained(run.write_report("eval.json", {"loss": 1.0}, "vaelab eval RUN"), "a stamped report")
+    assert_explained(["eval-SETTINGS.json", "probe-SETTINGS.json", "prediction-SETTINGS.json"], "report names")
+    assert_explained(["disentanglement-SETTINGS.json", "seed", "factors", "metrics", "quick", "scores"], "reports")
 
 
 def test_the_key_check_fails_on_a_key_nobody_explained():

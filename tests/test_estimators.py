@@ -156,5 +156,5 @@ def test_gradient_stats_refuses_bad_input():
         gradient_stats(model, x, 5, gradient_estimator="score-function", baseline=True)
     assert model.config.baseline is False
     ae = build_model("ae", (1, 8, 8), latent_dim=2, hidden=(8,))
-    with pytest.raises(VaelabError, match="gradient estimators are vae options"):
+    with pytest.raises(VaelabError, match=r"samples no latent z; it needs a run of: .*vae"):
         gradient_stats(ae, x, 5, gradient_estimator="score-function")

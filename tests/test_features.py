@@ -154,7 +154,9 @@ def test_probe_of_a_vae_uses_the_posterior_mean(capsys, vae_run, tmp_path):
     result = probe(vae_run, max_train=500, baseline=False)
     assert result["code_dim"] == 4 and result["num_train"] == 500 + 150 and "pixel_error" not in result
     assert result["code_error"] < 0.6  # 4 latent dimensions of a small VAE: well above chance, well below 90%
-    assert (vae_run.path / "probe.json").exists()
+    report = vae_run.path / "probe-n500-nobaseline.json"  # keyed by the settings that differ from the defaults
+    assert report.exists()
+    assert json.loads(report.read_text())["command"] == f"vaelab probe {vae_run.path} --max-train 500 --no-baseline"
 
 
 @pytest.mark.parametrize(

@@ -72,7 +72,8 @@ def test_gaps_of_a_vae_run_write_the_report_and_the_figure(vae_run):
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads((vae_run.path / "gaps.json").read_text())
+    report = json.loads((vae_run.path / "gaps-k20-n20-K500-s100.json").read_text())  # keyed by its settings
+    assert report["weights_id"] and report["command"].startswith("vaelab gaps")
     for key in ("log_px", "elbo", "iwae", "approximation_gap", "amortization_gap"):
         assert {"mean", "stderr", "points"} <= set(report[key]) and len(report[key]["points"]) == 20
     assert report["log_px_method"] == "iwae-500" and report["split"] == "test"

@@ -394,6 +394,7 @@ def test_sigmoid_closed_form_is_the_papers_formula_and_trains_like_the_exact_rou
         ({"hidden": (8,), "activation": "relu"}, ["differentiable", "activation=relu"]),
         ({"hidden": (8,), "activation": "leaky_relu"}, ["activation=leaky_relu"]),
         ({"backbone": "conv", "channels": (2,), "activation": "relu"}, ["activation=relu"]),
+        ({"hidden": (), "activation": "relu"}, ["activation=relu"]),  # the default one layer: refused as documented
         ({"contraction": -0.1}, ["contraction", ">= 0"]),
     ],
 )
@@ -402,7 +403,3 @@ def test_bad_contractive_options(options, words):
         build_model("cae", SHAPE, **options)
     for word in words:
         assert word in str(err.value), str(err.value)
-
-
-def test_an_unused_activation_is_no_error():
-    build_model("cae", SHAPE, hidden=(), activation="relu")  # one layer: only the code's activation is used

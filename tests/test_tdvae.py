@@ -508,7 +508,8 @@ def test_eval_and_predict_commands(capsys, tdvae_runs):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "repeat last frame" in out and "ELBO per frame" in out
-    pred = json.loads((jumpy.path / "prediction.json").read_text())
+    pred = json.loads((jumpy.path / "prediction-h4-s3.json").read_text())  # H=4 > max_jump=3, S=3: not the defaults
+    assert pred["command"] == f"vaelab predict {jumpy.path} --horizon 4 --samples 3 --baseline {step.path}"
     assert pred["horizons"] == [1, 2, 3, 4] and pred["context"] == 4 and pred["num_sequences"] == 30
     assert set(pred["results"]) == {"model", "step", "repeat last frame"}
     for name in ("model", "step"):

@@ -66,7 +66,7 @@ def test_eval_reports_speed_and_warns_on_collapse(capsys, vae_run, tmp_path):
     shutil.copytree(vae_run.path, run_dir)
     code, out, err = run_cli(capsys, "eval", str(run_dir), "--iw-samples", "50", "--device", "cpu")
     assert code == 0, err
-    result = json.loads((run_dir / "eval.json").read_text())
+    result = json.loads((run_dir / "eval-test-k50.json").read_text())
     assert result["iwae_samples_per_s"] > 0 and "samples/s (K=50)" in out
     assert result["posterior_collapsed"] is False and "posterior collapse" not in out
 
@@ -77,7 +77,7 @@ def test_eval_reports_speed_and_warns_on_collapse(capsys, vae_run, tmp_path):
     save_weights(run_dir, run.model)
     code, out, err = run_cli(capsys, "eval", str(run_dir), "--iw-samples", "10", "--device", "cpu")
     assert code == 0, err
-    result = json.loads((run_dir / "eval.json").read_text())
+    result = json.loads((run_dir / "eval-test-k10.json").read_text())
     assert result["active_units"] == 0 and result["posterior_collapsed"] is True
     assert "posterior collapse: only 0 of 4 latent units are active" in " ".join(out.split())
 
@@ -102,10 +102,10 @@ def test_iwae_and_two_layer_runs_end_to_end(capsys, tmp_path):
         assert code == 0, err
         code, _, err = run_cli(capsys, "eval", str(out_dir), "--iw-samples", "20", "--device", "cpu")
         assert code == 0, err
-        result = json.loads((out_dir / "eval.json").read_text())
+        result = json.loads((out_dir / "eval-test-k20.json").read_text())
         assert result["elbo"] <= result["iwae"] + 0.5 and result["nll"] > 0
-    assert json.loads((tmp_path / "iwae" / "eval.json").read_text())["iwae_k"] < 0  # the training bound, K=3
-    assert json.loads((tmp_path / "vae" / "eval.json").read_text())["latent_dim"] == 6  # [h, z]
+    assert json.loads((tmp_path / "iwae" / "eval-test-k20.json").read_text())["iwae_k"] < 0  # the training bound, K=3
+    assert json.loads((tmp_path / "vae" / "eval-test-k20.json").read_text())["latent_dim"] == 6  # [h, z]
 
 
 @pytest.mark.parametrize(

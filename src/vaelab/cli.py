@@ -26,14 +26,15 @@ from vaelab.core.threads import ThreadsWarning, check_threads, set_threads
 from vaelab.core.version import VERSION
 from vaelab.data import DATASETS
 from vaelab.eval import evaluate, probe
-from vaelab.eval.disentanglement import run_disentanglement
-from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, evaluate_run, write_eval
-from vaelab.eval.gaps import run_gaps
+from vaelab.eval.disentanglement import disentanglement_report_name, run_disentanglement
+from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, eval_report_name, evaluate_run, write_eval
+from vaelab.eval.features import probe_settings
+from vaelab.eval.gaps import gaps_report_name, run_gaps
 from vaelab.eval.gradient_variance import gradient_stats, mean_squared_z
-from vaelab.eval.sequences import REPEAT_LAST, predict
+from vaelab.eval.sequences import REPEAT_LAST, predict, prediction_report_name
 from vaelab.models import MODELS
 from vaelab.presets import get_preset, presets
-from vaelab.runs import TrainConfig, load, make_run_config
+from vaelab.runs import TrainConfig, load, make_run_config, report_name, stale_reports
 from vaelab.sweeps import ENGINES
 from vaelab.sweeps.aggregate import aggregate
 from vaelab.sweeps.spec import value_text
@@ -76,6 +77,9 @@ def cmd_train(args: argparse.Namespace) -> None:
             )
         run_dir = train(None, args.resume, resume=True, epochs=args.epochs, threads=args.threads)
         run = finish(run_dir)
+        if run is not None:
+            for stale in stale_reports(run_dir):  # reports (and a VQ prior) of the weights before the resume
+                console.print(f"stale: {stale.path} ({stale.why}); refresh it: {stale.command}", soft_wrap=True)
     else:
         model, data, options = args.model, args.data, {}
         if args.preset:
@@ -128,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             "a smaller beta, or importance-weighted training (model iwae)[/]"
         )
     write_eval(run, result)  # after the table: numbers that cannot be written are still seen
-    console.print(f"written: {run.path / 'eval.json'}")
+    console.print(f"written: {run.path / eval_report_name(result)}", soft_wrap=True)
 
 
 def cmd_gaps(args: argparse.Namespace) -> None:
@@ -159,7 +163,7 @@ def cmd_gaps(args: argparse.Namespace) -> None:
     console.print(table)
     for path in REPORT_FIGURES.get("gaps")(run.path / "figures", r):
         console.print(f"written: {path}")
-    console.print(f"written: {run.path / 'gaps.json'}")
+    console.print(f"written: {run.path / gaps_report_name(args.k, args.points, args.split, **options)}", soft_wrap=True)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -186,7 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     x = run.dataset(device, args.data_dir).split(args.split)[:4]
     for path in rollout_figures(run.path / "figures", run.model, x, result["context"], len(result["horizons"])):
         console.print(f"written: {path}")
-    console.print(f"written: {run.path / 'prediction.json'}")
+    console.print(f"written: {run.path / prediction_report_name(run.model, result)}", soft_wrap=True)
 
 
 def cmd_probe(args: argparse.Namespace) -> None:
@@ -211,7 +215,8 @@ def cmd_probe(args: argparse.Namespace) -> None:
                 f"{result[f'{key}_iterations']}{note}",
             )
     console.print(table)
-    console.print(f"written: {run.path / 'probe.json'}")
+    name = report_name("probe", *probe_settings(args.max_train, args.C, args.max_iter, not args.no_baseline))
+    console.print(f"written: {run.path / name}", soft_wrap=True)
 
 
 def cmd_grad_variance(args: argparse.Namespace) -> None:
@@ -264,7 +269,8 @@ def cmd_disentanglement(args: argparse.Namespace) -> None:
         table.add_row(key, f"{value:.4f}")
     console.print(table)
     console.print(f"factors: {', '.join(entry['factors'])}")
-    console.print(f"written: {run.path / 'eval.json'} (key: disentanglement)")
+    name = disentanglement_report_name(args.seed, args.quick, metrics, entry["factors"] if factors else None)
+    console.print(f"written: {run.path / name}", soft_wrap=True)
 
 
 def cmd_traverse(args: argparse.Namespace) -> None:
@@ -370,7 +376,13 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        shown = action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text
+        empty = (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or action.default is argparse.SUPPRESS
+        )
+        shown = not empty and "default" not in text
         if shown and (action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)):
             text += " (default: %(default)s)"
         return text
@@ -505,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(s)
     s.add_argument("-n", type=int, default=64, help="how many samples")
     s.add_argument("--seed", type=int, default=0, help="seed of the draws")
-    s.add_argument("--out", help="file to write (default: RUN/figures/samples-seedS.png, or .npy for non-images)")
+    s.add_argument(
+        "--out", help="file to write (default: RUN/figures/samples.png, or samples.npy for data that are not images)"
+    )
     s.set_defaults(func=cmd_sample)
 
     tp = command("train-prior", "VQ models: fit a gated PixelCNN prior over the frozen run's codes")

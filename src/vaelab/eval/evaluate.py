@@ -8,7 +8,6 @@ LOG_LIKELIHOOD     the IWAE bound at K = ``iw_samples`` (``iwae``, ``nll`` = −
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Any
@@ -21,7 +20,7 @@ from vaelab.core.progress import Progress
 from vaelab.data import DATASETS, Dataset
 from vaelab.eval.registry import BATCH_METRICS, LOG_LIKELIHOOD, SPLIT_METRICS
 from vaelab.models import Model
-from vaelab.runs import Run
+from vaelab.runs import Run, report_name
 
 EVAL_SEED = 0
 DEFAULT_IW_SAMPLES = 1000
@@ -86,7 +85,12 @@ def evaluate_model(
 def evaluate_run(
     run: Run, split: str = "test", iw_samples: int | None = None, device: str = "cpu", data_dir: str | None = None
 ) -> dict[str, Any]:
-    """The numbers of a loaded run on a split (the IWAE default is K=1000 where the model has a bound); not written."""
+    """The numbers of a loaded run on a split (the IWAE default is K=1000 where the model has a bound); not written.
+
+    A VQ run whose code prior cannot be used (fitted to the codes of earlier weights) is refused: its numbers with
+    the prior would be wrong, and without it they would silently differ from what the prior's presence promises."""
+    if run.prior_problem:
+        raise VaelabError(run.prior_problem)
     if iw_samples is None and has_likelihood_bound(run.model):
         iw_samples = DEFAULT_IW_SAMPLES
     model = run.model.to(device)
@@ -96,22 +100,32 @@ def evaluate_run(
     return {**result, **in_units(run.config.data, result)} if in_units else result
 
 
+def eval_settings(result: dict[str, Any]) -> list[str]:
+    """What sets an evaluation apart from the default one (the test split at K=1000): its split and K."""
+    split, k = result.get("split", "test"), result.get("iw_samples")
+    if split == "test" and k in (None, DEFAULT_IW_SAMPLES):
+        return []
+    return [split, f"k{k}" if k else ""]
+
+
+def eval_report_name(result: dict[str, Any]) -> str:
+    """eval.json for the test split at K=1000 (or without a bound), else eval-SPLIT-kK.json (eval-SPLIT.json)."""
+    return report_name("eval", *eval_settings(result))
+
+
 def write_eval(run: Run, result: dict[str, Any]) -> dict[str, Any]:
-    """Write RUN/eval.json, keeping what other commands merged into it."""
-    return run.write_report("eval.json", {**result, **_kept(run.path / "eval.json")})
+    """Write the result as RUN/eval.json (defaults) or RUN/eval-SPLIT-kK.json, stamped with the weights' id."""
+    command = f"vaelab eval {run.path}"
+    if result.get("split", "test") != "test":
+        command += f" --split {result['split']}"
+    if result.get("iw_samples") not in (None, DEFAULT_IW_SAMPLES):
+        command += f" --iw-samples {result['iw_samples']}"
+    return run.write_report(eval_report_name(result), result, command)
 
 
 def evaluate(
     run: Run, split: str = "test", iw_samples: int | None = None, device: str = "cpu", data_dir: str | None = None
 ) -> dict[str, Any]:
-    """Evaluate a loaded run and write RUN/eval.json (the IWAE default is K=1000 where the model has a bound)."""
+    """Evaluate a loaded run and write its report (RUN/eval.json for the test split at the default K=1000, else
+    RUN/eval-SPLIT-kK.json); the IWAE default is K=1000 where the model has a bound."""
     return write_eval(run, evaluate_run(run, split, iw_samples, device, data_dir))
-
-
-def _kept(path) -> dict[str, Any]:
-    """Entries other commands merged into eval.json (``vaelab disentanglement``), kept when it is rewritten."""
-    try:
-        previous = json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return {k: previous[k] for k in ("disentanglement",) if isinstance(previous, dict) and k in previous}

@@ -23,7 +23,7 @@ from vaelab.eval.registry import SPLIT_METRICS
 from vaelab.models import Model
 from vaelab.models.ae import AutoEncoder
 from vaelab.models.dae import DenoisingAutoEncoder
-from vaelab.runs import Run
+from vaelab.runs import Run, report_name
 
 ACTIVE_CODE_THRESHOLD = 0.1  # a code unit is active on an example when |h_j(x)| > this
 PROBE_SEED = 0  # the binarization of dynamically binarized training data, and the subsample
@@ -230,8 +230,27 @@ def probe(
     device: str = "cpu",
     data_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Probe a loaded run's codes (``vaelab probe RUN``) and write RUN/probe.json."""
+    """Probe a loaded run's codes (``vaelab probe RUN``) and write RUN/probe.json (at the defaults) or
+    RUN/probe-SETTINGS.json (``probe_report_name``)."""
     model = run.model.to(device)
     data = run.dataset(device, data_dir)
     result = probe_model(model, data, max_train, C, max_iter, baseline, run.config.train.eval_batch_size)
-    return run.write_report("probe.json", result)
+    settings = probe_settings(max_train, C, max_iter, baseline)
+    flags = [
+        f"--max-train {max_train}" if max_train is not None else "",
+        f"--C {C:g}" if C is not None else "",
+        f"--max-iter {max_iter}" if max_iter != 1000 else "",
+        "" if baseline else "--no-baseline",
+    ]
+    command = " ".join([f"vaelab probe {run.path}", *(f for f in flags if f)])
+    return run.write_report(report_name("probe", *settings), result, command)
+
+
+def probe_settings(max_train: int | None, C: float | None, max_iter: int, baseline: bool) -> list[str]:
+    """What sets a probe apart from the default one: n1000 (--max-train), C0.1, iter500, nobaseline."""
+    return [
+        f"n{max_train}" if max_train is not None else "",
+        f"C{C:g}" if C is not None else "",
+        f"iter{max_iter}" if max_iter != 1000 else "",
+        "" if baseline else "nobaseline",
+    ]

@@ -31,7 +31,7 @@ from vaelab.models.linear_gaussian import LinearGaussian, as_multivariate
 from vaelab.models.vae import VAE
 from vaelab.probability import Posterior, importance_log_weights, log_mean_exp
 from vaelab.probability.posteriors import FullCovarianceGaussian
-from vaelab.runs import Run
+from vaelab.runs import Run, report_name
 
 GAPS_SEED = 0
 #: model type -> fn(model) -> the posterior head of q's family (refusing a model it cannot split, in one line)
@@ -188,10 +188,11 @@ def run_gaps(
     split: str = "test",
     device: str = "cpu",
     data_dir: str | None = None,
+    command: str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """The gaps of the first ``points`` points of a run's split, written to RUN/gaps.json (options: see
-    ``inference_gaps``)."""
+    """The gaps of the first ``points`` points of a run's split, written to RUN/gaps.json at the defaults, else to
+    the name ``gaps_report_name`` gives (options: see ``inference_gaps``); ``command`` is recorded in the report."""
     family_of(run.model)  # refusals before any data is read
     defaults = {"large_k": 5000, "steps": 500, "samples": 16, "lr": 0.01}
     check_options(k, **{key: options.get(key, value) for key, value in defaults.items()})
@@ -202,4 +203,21 @@ def run_gaps(
     if len(x) == 0:
         raise VaelabError(f"the {split} split of {run.config.data.name} is empty")
     result = {"split": split, **inference_gaps(model, x, k, **options)}
-    return run.write_report("gaps.json", result)
+    if command is None:
+        command = f"vaelab gaps {run.path} --k {k} --points {points} --split {split}" + "".join(
+            f" --{key.replace('_', '-')} {options[key]}" for key in ("large_k", "steps") if key in options
+        )
+    return run.write_report(gaps_report_name(k, points, split, **options), result, command)
+
+
+def gaps_report_name(k: int = 100, points: int = 100, split: str = "test", **options: Any) -> str:
+    """gaps.json at the defaults (the first 100 test points, K = 100, ``large_k`` 5000, 500 steps), else keyed by
+    what differs: gaps-val-k50-n200-K10000-s100.json."""
+    settings = [
+        "" if split == "test" else split,
+        "" if k == 100 else f"k{k}",
+        "" if points == 100 else f"n{points}",
+        "" if options.get("large_k", 5000) == 5000 else f"K{options['large_k']}",
+        "" if options.get("steps", 500) == 500 else f"s{options['steps']}",
+    ]
+    return report_name("gaps", *settings)

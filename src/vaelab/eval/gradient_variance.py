@@ -16,7 +16,7 @@ from torch import Tensor
 
 from vaelab.core.errors import VaelabError
 from vaelab.core.progress import Progress
-from vaelab.models import Model
+from vaelab.models import MODELS, Model
 
 
 @dataclass
@@ -41,7 +41,14 @@ def gradient_stats(
     if repeats < 2:
         raise VaelabError(f"repeats must be >= 2 to estimate a variance, got {repeats}")
     original = model.config
-    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(original)})
+    fields = {f.name for f in dataclasses.fields(original)}
+    if "gradient_estimator" not in fields:
+        takers = [e.name for e in MODELS if "gradient_estimator" in {f.name for f in dataclasses.fields(e.obj.Config)}]
+        raise VaelabError(
+            f"grad-variance compares the gradient estimators of a VAE (reparameterization against score function), "
+            f"but {MODELS.name_of(type(model))} samples no latent z; it needs a run of: {', '.join(takers)}"
+        )
+    unknown = sorted(set(options) - fields)
     if unknown:
         raise VaelabError(
             f"model {type(model).__name__} has no option {unknown[0]!r}; gradient estimators are vae options"

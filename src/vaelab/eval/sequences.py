@@ -26,7 +26,7 @@ from vaelab.core.progress import Progress
 from vaelab.data import Dataset
 from vaelab.eval.registry import BATCH_METRICS
 from vaelab.models.tdvae import TDVAE, plan_jumps
-from vaelab.runs import Run
+from vaelab.runs import Run, report_name
 
 EVAL_SEED = 0
 REPEAT_LAST = "repeat last frame"
@@ -141,7 +141,8 @@ def predict(
     device: torch.device | str = "cpu",
     data_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Jumpy prediction of a run beside baseline runs on its data; writes RUN/prediction.json."""
+    """Jumpy prediction of a run beside baseline runs on its data; writes RUN/prediction.json (the defaults) or
+    RUN/prediction-SETTINGS.json (``prediction_report_name``)."""
     models = {"model": run.model.to(device)}
     for name, other in (baselines or {}).items():
         if dataclasses.replace(other.config.data, data_dir=None) != dataclasses.replace(run.config.data, data_dir=None):
@@ -153,4 +154,21 @@ def predict(
     horizon = horizon or run.model.config.max_jump
     result = {"run": str(run.path), **evaluate_predictions(models, data, horizon, context, samples, split)}
     result["baselines"] = {name: str(other.path) for name, other in (baselines or {}).items()}
-    return run.write_report("prediction.json", result)
+    settings = prediction_settings(run.model, result)
+    flags = [f"--{k} {v}" for k, v in settings.items()] + [f"--baseline {p}" for p in result["baselines"].values()]
+    command = " ".join([f"vaelab predict {run.path}", *flags])
+    return run.write_report(prediction_report_name(run.model, result), result, command)
+
+
+def prediction_settings(model: TDVAE, result: dict[str, Any]) -> dict[str, Any]:
+    """What sets a prediction apart from the default one (the test split, H = max_jump, C = frames − H, S = 16)."""
+    horizon = len(result["horizons"])
+    defaults = {"split": "test", "horizon": model.config.max_jump, "context": result["frames"] - horizon, "samples": 16}
+    given = {"split": result["split"], "horizon": horizon, "context": result["context"], "samples": result["samples"]}
+    return {k: v for k, v in given.items() if v != defaults[k]}
+
+
+def prediction_report_name(model: TDVAE, result: dict[str, Any]) -> str:
+    """prediction.json at the defaults, else e.g. prediction-val-h3-c5-s4.json (only the settings that differ)."""
+    short = {"split": "", "horizon": "h", "context": "c", "samples": "s"}
+    return report_name("prediction", *(f"{short[k]}{v}" for k, v in prediction_settings(model, result).items()))

@@ -60,5 +60,7 @@ class AutoEncoder(VectorLatentModel):
         return self.encode(x)
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
+        if step is None:  # outside the trainer, which checks the whole training set once
+            self.check_data(x)
         reconstruction = -self.decode(self.encode(x)).log_prob(x).mean()
         return Loss(reconstruction, {"reconstruction": reconstruction})

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import jacfwd, jacrev, jvp, vmap
 
 from vaelab.core.errors import VaelabError
@@ -70,10 +70,9 @@ class ContractiveAutoEncoder(AutoEncoder):
 
     def __init__(self, config: CAEConfig, data: DataSpec | tuple[int, ...]) -> None:
         super().__init__(config, data)
-        used = [("code_activation", config.code_activation)]
-        if any(isinstance(m, nn.Conv2d) for m in self.encoder.modules()) or config.hidden:
-            used.insert(0, ("activation", config.activation))
-        for key, value in used:
+        # activation too, even where the default one-layer encoder has no hidden layer that uses it: a non-smooth
+        # choice is refused, never silently ignored
+        for key, value in (("activation", config.activation), ("code_activation", config.code_activation)):
             if value in NON_SMOOTH:
                 raise VaelabError(
                     f"the contractive penalty needs a differentiable encoder (its gradient differentiates the "
@@ -92,6 +91,8 @@ class ContractiveAutoEncoder(AutoEncoder):
         return h, contraction_exact(self.encoder, x, h.shape[-1])
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
+        if step is None:  # outside the trainer, which checks the whole training set once
+            self.check_data(x)
         h, jacobian_norm = self.code_and_contraction(x)
         reconstruction = -self.decode(h).log_prob(x).mean()
         contraction = jacobian_norm.mean()

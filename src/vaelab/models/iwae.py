@@ -37,6 +37,8 @@ class IWAE(VAE):
     config: IWAEConfig
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
+        if step is None:  # outside the trainer, which checks the whole training set once
+            self.check_data(x)
         log_px_z, log_ratio = importance_log_weights(
             x, self.encode(x), self.prior(), self.decode, self.config.mc_samples
         )

@@ -76,6 +76,8 @@ class KSparseAutoEncoder(AutoEncoder):
         return self.decode(self.encode(x)).mean  # with the k units the decoder was trained on
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
+        if step is None:  # outside the trainer, which checks the whole training set once
+            self.check_data(x)
         h = top_k(self.encoder(x), self.k_at(step))
         reconstruction = -self.decode(h).log_prob(x).mean()
         return Loss(reconstruction, {"reconstruction": reconstruction})

@@ -93,6 +93,8 @@ class SparseAutoEncoder(AutoEncoder):
         return sum(l1_sparsity(h) for h in chosen)
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
+        if step is None:  # outside the trainer, which checks the whole training set once
+            self.check_data(x)
         layers = self.encoder.activations(x)  # hidden activations, the code h = f(x) last
         reconstruction = -self.decode(layers[-1]).log_prob(x).mean()
         sparsity = self.sparsity(layers)

@@ -210,6 +210,12 @@ class TDVAE(VectorLatentModel):
 
     def check_length(self, frames: int) -> None:
         d = self.config.max_jump
+        if frames < 2:
+            raise VaelabError(
+                f"sequences of {frames} frame{'s' if frames != 1 else ''} hold no pair (t1, t2) to train on: tdvae "
+                f"needs at least 2 frames, and {d + 1} for its max_jump={d}; use longer sequences (--set frames=...) "
+                f"(tdvae models sequences: {SEQUENCE_DATA})"
+            )
         if frames < d + 1:
             raise VaelabError(
                 f"sequences of {frames} frames are shorter than the maximum jump max_jump={d} allows: a pair "
@@ -286,6 +292,8 @@ class TDVAE(VectorLatentModel):
 
     def loss(self, x: Tensor, step: int | None = None) -> Loss:
         x = self.as_batch(x)
+        if step is None:  # outside the trainer, which checks the whole training set once
+            self.check_data(x)
         self.check_length(x.shape[1])
         b = self.beliefs(x)
         t1, t2 = self.sample_pairs(x.shape[0], x.shape[1], x.device)

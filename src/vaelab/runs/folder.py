@@ -7,7 +7,8 @@ RUN/checkpoint.pt        training state for --resume (weights, optimizer, schedu
 RUN/metrics.jsonl        one JSON object per logged training interval, per validation and per epoch (split "epoch")
 RUN/tb/                  TensorBoard events
 RUN/figures/*.png        reconstructions, samples, learning curve, and each model's own figures
-RUN/eval.json            written by `vaelab eval` (`vaelab disentanglement` adds its key)
+RUN/eval.json            written by `vaelab eval`; every report is keyed by its settings (eval-val-k1000.json,
+                         disentanglement-quick-seed0.json, ...) and stamped with its weights (``runs.reports``)
 RUN/prediction.json      written by `vaelab predict` (sequence models); RUN/probe.json by `vaelab probe`
 RUN/prior/               a VQ run's code prior: itself a run folder, written by `vaelab train-prior`
 RUN/train.log            the training's progress lines and messages, as printed

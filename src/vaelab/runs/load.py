@@ -15,9 +15,8 @@ from vaelab.data import Dataset, load_dataset
 from vaelab.models import MODELS, Model, model_from_spec
 from vaelab.runs.config import RunConfig, data_now
 from vaelab.runs.folder import CONFIG as RUN_CONFIG
-from vaelab.runs.folder import MODEL_DIR, read_config, read_metrics, write_json
-
-PRIOR_DIR = "prior"
+from vaelab.runs.folder import MODEL_DIR, read_config, read_metrics
+from vaelab.runs.reports import PRIOR_DIR, write_stamped
 
 
 def from_pretrained(folder: str | os.PathLike, device: torch.device | str = "cpu") -> Model:
@@ -39,6 +38,7 @@ class Run:
     config: RunConfig
     model: Model
     prior: Run | None = None
+    prior_problem: str | None = None  # why RUN/prior/ is not attached (unfinished, unreadable, fitted to old codes)
 
     def dataset(self, device: torch.device | str = "cpu", data_dir: str | None = None) -> Dataset:
         """The run's data set, read as it was for training (``data_dir``: where it lives now, if it moved; without
@@ -47,11 +47,11 @@ class Run:
         binary = type(self.model).needs_binary_data(self.config.model_config)
         return load_dataset(data, self.config.train.seed, device, binary, root=self.path)
 
-    def write_report(self, name: str, result: dict[str, Any]) -> dict[str, Any]:
-        """Label a result with the run's model and data and write it atomically as RUN/name (e.g. eval.json)."""
+    def write_report(self, name: str, result: dict[str, Any], command: str | None = None) -> dict[str, Any]:
+        """Label a result with the run's model and data, stamp it with the weights it was computed from, the time and
+        ``command`` (what writes it again), and write it atomically as RUN/name (``vaelab.runs.reports``)."""
         report = {"model": self.config.model, "data": self.config.data.name, **result}
-        write_json(self.path / name, report)
-        return report
+        return write_stamped(self.path, name, report, command or f"(Python) {name}")
 
     def metrics(self) -> list[dict[str, Any]]:
         """The rows of RUN/metrics.jsonl (see ``read_metrics``)."""
@@ -81,20 +81,24 @@ def attach_prior(run: Run, device: torch.device | str = "cpu") -> None:
     """Load RUN/prior/ and attach it to the model, unless it is unfinished or was fitted to other weights."""
     folder = run.path / PRIOR_DIR
     command = f"vaelab train-prior {run.path}"
+
+    def refuse(reason: str) -> None:
+        run.prior_problem = reason
+        run.model.attach_prior(None, reason)
+
     try:
         read_config(folder)
         if not (folder / MODEL_DIR / CONFIG).is_file():
-            run.model.attach_prior(None, f"the code prior in {folder} has not finished training; run {command}")
+            refuse(f"the code prior in {folder} has not finished training; run {command}")
             return
         prior = load(folder, device, with_prior=False)
     except VaelabError as e:
-        run.model.attach_prior(None, f"the code prior in {folder} cannot be used ({e}); refit it: {command}")
+        refuse(f"the code prior in {folder} cannot be used ({e}); refit it: {command}")
         return
     if prior.config.data.fingerprint != weights_id(run.path / MODEL_DIR):
-        run.model.attach_prior(
-            None,
+        refuse(
             f"the code prior in {folder} was fitted to the codes of earlier weights of this run (it was trained on "
-            f"since); refit it: {command}",
+            f"since); refit it: {command}"
         )
         return
     run.prior = prior

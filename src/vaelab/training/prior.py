@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from vaelab.core.errors import VaelabError
+from vaelab.core.errors import Interrupted, VaelabError
 from vaelab.core.pretrained import weights_id
 from vaelab.data import DATASETS, ImageArrays
 from vaelab.models.code_prior import CodePrior
@@ -113,10 +113,16 @@ def train_prior(run_dir: str | Path, options: dict[str, Any] | None = None) -> R
             resume = False
     if not resume and pending.exists():
         shutil.rmtree(pending)
-    if resume:
-        train(None, pending, resume=True)
-    else:
-        train(config, pending)
+    try:
+        if resume:
+            train(None, pending, resume=True)
+        else:
+            train(config, pending)
+    except Interrupted as e:  # the trainer's resume hint names prior-next/; the command that resumes is this one
+        what = str(e).split(";")[0]
+        kept = "the old prior is kept; " if folder.exists() else ""
+        again = f"the same vaelab train-prior {run.path} command again"
+        raise Interrupted(f"{what}; {kept}run {again} to resume the fit", e.exit_code) from None
     if folder.exists():
         old = run.path / OLD_DIR
         shutil.rmtree(old, ignore_errors=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ from vaelab.core.progress import Progress
 from vaelab.data import resolve_data_dir
 from vaelab.data.factors import factor_source
 from vaelab.eval.disentanglement.base import METRICS, Encoder, check_source, select_factors
-from vaelab.runs import Run, data_now
+from vaelab.runs import Run, data_now, report_name
 
 #: the metrics in the order they are reported
 ORDER = ("betavae", "factorvae", "mig", "dci", "sap")
@@ -72,7 +71,7 @@ def run_disentanglement(
     quick: bool = False,
 ) -> dict[str, Any]:
     """The metrics of a loaded run on the factor source of its data set, codes = the model's deterministic code (a
-    VAE's posterior mean). Merged into RUN/eval.json under ``disentanglement``, other keys kept; returns that entry:
+    VAE's posterior mean). Written as RUN/disentanglement-SETTINGS.json (``disentanglement_report_name``); returns:
     {"seed", "factors", "metrics", "scores": {...}}."""
     source = factor_source(run.config.data.name, resolve_data_dir(data_now(run.config.data, data_dir).data_dir))
     chosen = select_factors(source, factors)
@@ -99,13 +98,22 @@ def run_disentanglement(
         "quick": quick,
         "scores": scores,
     }
-    path = run.path / "eval.json"
-    previous: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise VaelabError(f"{path} is not valid JSON; delete it or run vaelab eval again") from None
-    previous.pop("model", None), previous.pop("data", None)
-    run.write_report("eval.json", {**previous, "disentanglement": entry})
+    command = " ".join(
+        [f"vaelab disentanglement {run.path}", f"--seed {seed}", *(["--quick"] if quick else [])]
+        + ([f"--metrics {','.join(entry['metrics'])}"] if metrics is not None else [])
+        + ([f"--factors {','.join(entry['factors'])}"] if factors is not None else [])
+    )
+    run.write_report(
+        disentanglement_report_name(seed, quick, metrics, entry["factors"] if factors else None), entry, command
+    )
     return entry
+
+
+def disentanglement_report_name(
+    seed: int, quick: bool, metrics: Sequence[str] | None = None, factors: Sequence[str] | None = None
+) -> str:
+    """disentanglement-quick-seed0.json, disentanglement-full-seed3.json; a subset of the metrics or of the factors
+    adds them: disentanglement-quick-seed0-mig+sap-fshape+scale.json."""
+    chosen = "+".join(ordered(metrics)) if metrics is not None else ""
+    scored = "f" + "+".join(factors) if factors else ""
+    return report_name("disentanglement", "quick" if quick else "full", f"seed{seed}", chosen, scored)
