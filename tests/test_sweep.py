@@ -151,7 +151,7 @@ def test_the_ray_engine_gives_the_local_engines_runs(resumed, tmp_path):
         ({"model": None, "preset": "nope"}, "unknown preset 'nope'; choose from:"),
         ({"grid": {}}, "the grid of the sweep spec is empty"),
         ({"grid": {"latent_dim": []}}, "grid key 'latent_dim' of the sweep spec needs a non-empty list"),
-        ({"eval": ["eval", "gaps"]}, "unknown report kind 'gaps' in the sweep spec; choose from: disentanglement,"),
+        ({"eval": ["eval", "gap"]}, "unknown report kind 'gap' in the sweep spec; choose from: disentanglement,"),
         ({"eval": {"eval": {"k": 5}}}, "unknown option 'k'; choose from: split, iw_samples"),
         ({"grid": {"latnt_dim": [2]}}, "point vae-latnt_dim=2-seed0: unknown config key 'latnt_dim'"),
         ({"seeds": []}, "'seeds' of the sweep spec must be a non-empty list of integers"),

@@ -1,7 +1,7 @@
 """The reports a sweep makes of every run, by kind: each calls the command's own API function (``vaelab eval``,
-``vaelab disentanglement``, ``vaelab predict``, ``vaelab probe``), knows whether a run already has it, and reads its
-numbers back for ``vaelab aggregate``. ``train`` (the last training and validation rows of metrics.jsonl) is always
-read; a new kind is one ``REPORTS.register``.
+``vaelab disentanglement``, ``vaelab predict``, ``vaelab probe``, ``vaelab gaps``), knows whether a run already has
+it, and reads its numbers back for ``vaelab aggregate``. ``train`` (the last training and validation rows of
+metrics.jsonl) is always read; a new kind is one ``REPORTS.register``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from vaelab.core.registry import Registry
 from vaelab.eval.disentanglement import run_disentanglement
 from vaelab.eval.evaluate import evaluate_run, write_eval
 from vaelab.eval.features import probe
+from vaelab.eval.gaps import run_gaps
 from vaelab.eval.sequences import predict
 from vaelab.runs import Run, read_metrics
 
@@ -139,6 +140,27 @@ REPORTS.register("probe", "vaelab probe: a linear probe's test error on the run'
         done=lambda d: (d / "probe.json").is_file(),
         read=lambda d: {f"probe/{k}": v for k, v in numbers(_json(d / "probe.json")).items() if "iterations" not in k},
         options=("max_train", "C", "max_iter", "baseline"),
+    )
+)
+
+
+GAPS_OPTIONS = ("large_k", "steps", "lr", "samples", "use_exact")
+GAPS_SETTINGS = ("k", "points", *GAPS_OPTIONS)  # echoed in gaps.json: settings, not results
+
+REPORTS.register("gaps", "vaelab gaps: log p(x), ELBO, IWAE_K and the inference gap (approximation, amortization)")(
+    Report(
+        make=lambda run, o, device: run_gaps(
+            run,
+            o.get("k", 100),
+            o.get("points", 100),
+            o.get("split", "test"),
+            device,
+            None,
+            **{k: o[k] for k in GAPS_OPTIONS if k in o},
+        ),
+        done=lambda d: (d / "gaps.json").is_file(),
+        read=lambda d: {f"gaps/{k}": v for k, v in numbers(_json(d / "gaps.json")).items() if k not in GAPS_SETTINGS},
+        options=("k", "points", "split", *GAPS_OPTIONS),
     )
 )
 
