@@ -34,7 +34,7 @@ import statistics
 import time
 from pathlib import Path
 
-from vaelab.eval.disentanglement import run_disentanglement
+from vaelab.eval.disentanglement import disentanglement_report_name, run_disentanglement
 from vaelab.runs import load, read_metrics
 from vaelab.sweeps import parse_spec, read_status, run_sweep
 
@@ -78,7 +78,7 @@ def row_of(run_dir: Path, preset: str, seconds: float | None, args: argparse.Nam
         start = time.perf_counter()
         run_disentanglement(run, args.metric_seed, quick=args.quick)
         seconds = time.perf_counter() - start
-    entry = json.loads((run_dir / "eval.json").read_text())["disentanglement"]
+    entry = json.loads((run_dir / disentanglement_report_name(args.metric_seed, args.quick)).read_text())
     last = [r for r in read_metrics(run_dir) if r.get("split") == "val"][-1]
     row = {
         "preset": preset,

@@ -10,9 +10,11 @@ A spec (``benchmarks/studies/*.json``)::
      "groups": [{"label": "β-VAE", "preset": "betavae-dsprites-small-b4", "sweep": {"beta": [1, 2, 4, 8, 16]}},
                 {"label": "β-TCVAE", "preset": "beta-tcvae-dsprites-small", "options": {"beta": 6}}]}
 
-Each group is a shipped preset (``vaelab presets``), optionally checked against ``model``, with ``options`` set on
-it and at most one ``sweep`` key taking each listed value; every cell trains once per seed. The whole spec is checked
-(presets, models, option keys) before anything trains; a bad one is a one-line error.
+``sizes`` (optional) sets metric sample sizes, metric by metric, over ``quick``'s or the defaults, e.g.
+``{"dci": {"num_train": 1000, "num_test": 500}}``. Each group is a shipped preset (``vaelab presets``), optionally
+checked against ``model``, with ``options`` set on it and at most one ``sweep`` key taking each listed value; every
+cell trains once per seed. The whole spec is checked (presets, models, option keys) before anything trains; a bad
+one is a one-line error.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py benchmarks/studies/dsprites-small-tiny.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py benchmarks/studies/dsprites-small.json \
@@ -54,7 +56,7 @@ SCORES = (
     ("DCI info.", "dci/informativeness_test"),
     ("SAP", "sap"),
 )
-SPEC_KEYS = {"description", "epochs", "seeds", "metric_seed", "quick", "groups"}
+SPEC_KEYS = {"description", "epochs", "seeds", "metric_seed", "quick", "sizes", "groups"}
 GROUP_KEYS = {"label", "preset", "model", "options", "sweep"}
 
 
@@ -126,7 +128,7 @@ def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str
     epochs, quick = int(spec.get("epochs", cell.options.get("epochs", 30))), bool(spec.get("quick", False))
     if (run_dir / "score.json").is_file():
         row = json.loads((run_dir / "score.json").read_text())
-        if row["epochs"] == epochs and row["quick"] == quick:
+        if row["epochs"] == epochs and row["quick"] == quick and row.get("sizes") == spec.get("sizes"):
             return row
     start = time.perf_counter()
     if not (run_dir / "config.json").is_file():
@@ -139,7 +141,7 @@ def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str
             f"{run_dir} was trained for {run.config.train.epochs} epochs, not {epochs}: use another --out"
         )
     start = time.perf_counter()
-    entry = run_disentanglement(run, int(spec.get("metric_seed", 0)), quick=quick)
+    entry = run_disentanglement(run, int(spec.get("metric_seed", 0)), quick=quick, sizes=spec.get("sizes"))
     last = [r for r in run.metrics() if r.get("split") == "val"][-1]
     row = {
         "cell": cell.label,
@@ -150,6 +152,7 @@ def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str
         "seed": seed,
         "epochs": epochs,
         "quick": quick,
+        "sizes": spec.get("sizes"),
         "train_s": train_s,
         "metrics_s": time.perf_counter() - start,
         "val_elbo": last.get("elbo"),

@@ -243,7 +243,9 @@ def test_a_report_of_every_kind_is_explained(tmp_path, vae_run):
 
     run = load(shutil.copytree(vae_run.path, tmp_path / "vae"))
     assert_explained(run.write_report("eval.json", {"loss": 1.0}, "vaelab eval RUN"), "a stamped report")
-    assert_explained(["eval-SETTINGS.json", "probe-SETTINGS.json", "prediction-SETTINGS.json"], "report names")
+    assert_explained(
+        ["eval-SETTINGS.json", "probe-SETTINGS.json", "prediction-SETTINGS.json", "gaps-SETTINGS.json"], "report names"
+    )
     assert_explained(["disentanglement-SETTINGS.json", "seed", "factors", "metrics", "quick", "scores"], "reports")
 
 

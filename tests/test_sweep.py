@@ -44,7 +44,7 @@ def write_spec(path: Path, spec: dict) -> Path:
 
 
 def eval_numbers(sweep: Path) -> dict[str, dict]:
-    return {name: json.loads((sweep / name / "eval.json").read_text()) for name in NAMES}
+    return {name: json.loads((sweep / name / "eval-test-k8.json").read_text()) for name in NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(resumed):
         assert (sweep / n / "checkpoint.pt").stat().st_mtime_ns == stamps[n]  # not trained again
     assert {runs[n]["action"] for n in NAMES if n not in first} <= {"trained", "resumed"}
     for n in NAMES:  # every point is an ordinary run folder
-        assert {"config.json", "checkpoint.pt", "model", "metrics.jsonl", "eval.json", "figures"} <= {
+        assert {"config.json", "checkpoint.pt", "model", "metrics.jsonl", "eval-test-k8.json", "figures"} <= {
             p.name for p in (sweep / n).iterdir()
         }
         config = json.loads((sweep / n / "config.json").read_text())
@@ -95,7 +95,7 @@ def test_the_sweep_aggregates_into_one_table(resumed, tmp_path, capsys):
     assert code == 0 and "eval/nll" in out and "±" in out
     rows = {(r["latent_dim"], r["metric"]): r for r in csv.DictReader(open(tmp_path / "table.csv"))}
     evals = eval_numbers(sweep)
-    for dim in ("2", "3"):  # the table against the runs' own eval.json, averaged here
+    for dim in ("2", "3"):  # the table against the runs' own reports (eval-test-k8.json: K = 8), averaged here
         values = [evals[f"vae-latent_dim={dim}-seed{s}"]["nll"] for s in (0, 1)]
         row = rows[(dim, "eval/nll")]
         assert row["n"] == "2" and [float(row["seed_0"]), float(row["seed_1"])] == values

@@ -62,11 +62,12 @@ class Aggregate:
     figures: list[Path]
 
 
-def run_numbers(run_dir: Path, kinds: list[str]) -> dict[str, float]:
-    """A run's metrics: its training rows and the reports of ``kinds``."""
+def run_numbers(run_dir: Path, kinds: list[str], options: dict[str, dict[str, Any]] | None = None) -> dict[str, float]:
+    """A run's metrics: its training rows and the reports of ``kinds`` (``options``: each kind's report options)."""
+    options = options or {}
     found = training_numbers(run_dir)
     for kind in kinds:
-        found.update(REPORTS.get(kind).read(run_dir))
+        found.update(REPORTS.get(kind).read(run_dir, options.get(kind)))
     return found
 
 
@@ -78,6 +79,8 @@ def aggregate(
     sweep_dir = Path(sweep_dir)
     status = read_status(sweep_dir)
     kinds = [k for k in _kinds(status["spec"].get("eval", [])) if k in REPORTS]
+    spec_eval = status["spec"].get("eval", [])
+    report_options = {k: o or {} for k, o in spec_eval.items()} if isinstance(spec_eval, dict) else {}
     groups: dict[str, tuple[dict[str, Any], dict[str, dict[int, float]]]] = {}
     missing: dict[str, str] = {}
     seeds: list[int] = []
@@ -90,7 +93,7 @@ def aggregate(
             continue
         seeds += [run["seed"]] if run["seed"] not in seeds else []
         group = groups.setdefault(repr(sorted(values.items(), key=str)), (values, {}))[1]
-        for metric, value in run_numbers(sweep_dir / name, kinds).items():
+        for metric, value in run_numbers(sweep_dir / name, kinds, report_options).items():
             if metrics is None or any(metric == m or metric.startswith(m) for m in metrics):
                 group.setdefault(metric, {})[run["seed"]] = value
     if not groups:

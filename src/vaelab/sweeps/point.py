@@ -42,7 +42,7 @@ def run_point(point: Point, out: str, threads: int = 1, gpu: int | None = None) 
             training_figures(run.path, run.model, run.dataset(device))
         for kind, options in point.reports.items():
             report = REPORTS.get(kind)
-            if action != "kept" or not report.done(run_dir):
+            if action != "kept" or not report.done(run_dir, options):
                 torch.manual_seed(0)
                 report.make(run, options, device)
         return {"status": "done", "action": action, "seconds": time.perf_counter() - start}

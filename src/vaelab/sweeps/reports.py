@@ -14,23 +14,25 @@ from pathlib import Path
 from typing import Any
 
 from vaelab.core.errors import VaelabError
+from vaelab.core.pretrained import weights_id
 from vaelab.core.registry import Registry
-from vaelab.eval.disentanglement import run_disentanglement
-from vaelab.eval.evaluate import evaluate_run, write_eval
-from vaelab.eval.features import probe
-from vaelab.eval.gaps import run_gaps
+from vaelab.eval.disentanglement import disentanglement_report_name, run_disentanglement
+from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, eval_report_name, evaluate_run, write_eval
+from vaelab.eval.features import probe, probe_settings
+from vaelab.eval.gaps import gaps_report_name, run_gaps
 from vaelab.eval.sequences import predict
-from vaelab.runs import Run, read_metrics
+from vaelab.runs import MODEL_DIR, Run, read_metrics, report_name
 
 
 @dataclass(frozen=True)
 class Report:
-    """``make(run, options, device)`` writes the report; ``done(run_dir)`` says whether the run has it;
-    ``read(run_dir)`` gives its numbers, flat (``{"nll": 91.2, "mig": 0.31}``); ``options`` the accepted options."""
+    """``make(run, options, device)`` writes the report; ``names(options)`` the file names the report of these options
+    may have in a run folder (``vaelab.runs.reports``: each setting has its own file), the first the usual one;
+    ``numbers(report)`` its numbers, flat (``{"nll": 91.2, "mig": 0.31}``); ``options`` the accepted options."""
 
     make: Callable[[Run, dict[str, Any], str], Any]
-    done: Callable[[Path], bool]
-    read: Callable[[Path], dict[str, float]]
+    names: Callable[[dict[str, Any]], list[str]]
+    numbers: Callable[[dict[str, Any]], dict[str, float]]
     options: tuple[str, ...] = ()
 
     def check(self, options: dict[str, Any], where: str) -> None:
@@ -43,6 +45,24 @@ class Report:
                 f"{where}: unknown option {unknown[0]!r}; choose from: {', '.join(self.options) or '(none)'}"
             )
 
+    def path(self, run_dir: Path, options: dict[str, Any] | None = None) -> Path | None:
+        """The run's report of these options, computed from its present weights; None when it has none."""
+        current = weights_id(Path(run_dir) / MODEL_DIR)
+        for name in self.names(options or {}):
+            report = _json(Path(run_dir) / name)
+            if report and report.get("weights_id") == current:
+                return Path(run_dir) / name
+        return None
+
+    def done(self, run_dir: Path, options: dict[str, Any] | None = None) -> bool:
+        """Whether the run has this report, computed from its present weights."""
+        return self.path(run_dir, options) is not None
+
+    def read(self, run_dir: Path, options: dict[str, Any] | None = None) -> dict[str, float]:
+        """The numbers of the run's report of these options (empty when it has none)."""
+        path = self.path(run_dir, options)
+        return {} if path is None else self.numbers(_json(path))
+
 
 REPORTS: Registry[Report] = Registry("report kind")
 
@@ -50,7 +70,7 @@ REPORTS: Registry[Report] = Registry("report kind")
 def _json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text()) if path.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
 
 
@@ -68,9 +88,9 @@ def numbers(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
 SKIP = ("num_examples", "iw_samples", "iwae_samples_per_s", "latent_dim", "seed", "step", "epoch")
 
 
-def _eval_numbers(run_dir: Path) -> dict[str, float]:
-    report = {k: v for k, v in _json(run_dir / "eval.json").items() if k not in ("disentanglement", *SKIP)}
-    return {f"eval/{k}": v for k, v in numbers(report).items()}
+def _eval_names(o: dict[str, Any]) -> list[str]:
+    split, k = o.get("split", "test"), o.get("iw_samples") or DEFAULT_IW_SAMPLES
+    return [eval_report_name({"split": split, "iw_samples": k}), eval_report_name({"split": split})]  # no bound
 
 
 def _make_eval(run: Run, options: dict[str, Any], device: str) -> None:
@@ -80,8 +100,8 @@ def _make_eval(run: Run, options: dict[str, Any], device: str) -> None:
 REPORTS.register("eval", "vaelab eval: the test ELBO, the IWAE bound, active units, the model's own numbers")(
     Report(
         make=_make_eval,
-        done=lambda d: "split" in _json(d / "eval.json"),
-        read=_eval_numbers,
+        names=_eval_names,
+        numbers=lambda r: {f"eval/{k}": v for k, v in numbers({k: v for k, v in r.items() if k not in SKIP}).items()},
         options=("split", "iw_samples"),
     )
 )
@@ -102,15 +122,16 @@ def _make_disentanglement(run: Run, options: dict[str, Any], device: str) -> Non
 REPORTS.register("disentanglement", "vaelab disentanglement: BetaVAE, FactorVAE, MIG, DCI, SAP scores")(
     Report(
         make=_make_disentanglement,
-        done=lambda d: "disentanglement" in _json(d / "eval.json"),
-        read=lambda d: numbers(_json(d / "eval.json").get("disentanglement", {}).get("scores", {})),
+        names=lambda o: [
+            disentanglement_report_name(o.get("seed", 0), o.get("quick", False), o.get("metrics"), o.get("factors"))
+        ],
+        numbers=lambda r: numbers(r.get("scores", {})),
         options=("seed", "metrics", "factors", "quick"),
     )
 )
 
 
-def _prediction_numbers(run_dir: Path) -> dict[str, float]:
-    report = _json(run_dir / "prediction.json")
+def _prediction_numbers(report: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, scores in report.get("results", {}).items():
         for key, values in scores.items():
@@ -121,13 +142,24 @@ def _prediction_numbers(run_dir: Path) -> dict[str, float]:
     return out
 
 
+def _prediction_names(o: dict[str, Any]) -> list[str]:
+    """prediction.json at the model's defaults; settings given: the keyed name (defaults depend on the model, so the
+    names of every subset of the given settings are tried)."""
+    short = {"split": "", "horizon": "h", "context": "c", "samples": "s"}
+    given = [f"{short[k]}{o[k]}" if k != "split" or o[k] != "test" else "" for k in short if k in o]
+    names = [report_name("prediction", *given)]
+    for drop in range(len(given)):
+        names.append(report_name("prediction", *(g for i, g in enumerate(given) if i != drop)))
+    return [*dict.fromkeys([*names, report_name("prediction")])]
+
+
 REPORTS.register("predict", "vaelab predict: a sequence model's jumpy prediction error by horizon")(
     Report(
         make=lambda run, o, device: predict(
             run, None, o.get("horizon"), o.get("context"), o.get("samples", 16), o.get("split", "test"), device
         ),
-        done=lambda d: (d / "prediction.json").is_file(),
-        read=_prediction_numbers,
+        names=_prediction_names,
+        numbers=_prediction_numbers,
         options=("horizon", "context", "samples", "split"),
     )
 )
@@ -137,8 +169,13 @@ REPORTS.register("probe", "vaelab probe: a linear probe's test error on the run'
         make=lambda run, o, device: probe(
             run, o.get("max_train"), o.get("C"), o.get("max_iter", 1000), o.get("baseline", False), device
         ),
-        done=lambda d: (d / "probe.json").is_file(),
-        read=lambda d: {f"probe/{k}": v for k, v in numbers(_json(d / "probe.json")).items() if "iterations" not in k},
+        names=lambda o: [
+            report_name(
+                "probe",
+                *probe_settings(o.get("max_train"), o.get("C"), o.get("max_iter", 1000), o.get("baseline", False)),
+            )
+        ],
+        numbers=lambda r: {f"probe/{k}": v for k, v in numbers(r).items() if "iterations" not in k},
         options=("max_train", "C", "max_iter", "baseline"),
     )
 )
@@ -158,8 +195,15 @@ REPORTS.register("gaps", "vaelab gaps: log p(x), ELBO, IWAE_K and the inference 
             None,
             **{k: o[k] for k in GAPS_OPTIONS if k in o},
         ),
-        done=lambda d: (d / "gaps.json").is_file(),
-        read=lambda d: {f"gaps/{k}": v for k, v in numbers(_json(d / "gaps.json")).items() if k not in GAPS_SETTINGS},
+        names=lambda o: [
+            gaps_report_name(
+                o.get("k", 100),
+                o.get("points", 100),
+                o.get("split", "test"),
+                **{k: o[k] for k in GAPS_OPTIONS if k in o},
+            )
+        ],
+        numbers=lambda r: {f"gaps/{k}": v for k, v in numbers(r).items() if k not in GAPS_SETTINGS},
         options=("k", "points", "split", *GAPS_OPTIONS),
     )
 )

@@ -133,4 +133,6 @@ def _same(run_dir: Path, point: Point) -> bool:
         saved = {**read_config(run_dir).to_dict(), "data_spec": None}
     except VaelabError:
         return False
-    return saved == point.config().to_dict() and all(REPORTS.get(kind).done(run_dir) for kind in point.reports)
+    return saved == point.config().to_dict() and all(
+        REPORTS.get(kind).done(run_dir, options) for kind, options in point.reports.items()
+    )

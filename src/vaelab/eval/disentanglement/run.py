@@ -69,10 +69,12 @@ def run_disentanglement(
     device: str = "cpu",
     data_dir: str | None = None,
     quick: bool = False,
+    sizes: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The metrics of a loaded run on the factor source of its data set, codes = the model's deterministic code (a
     VAE's posterior mean). Written as RUN/disentanglement-SETTINGS.json (``disentanglement_report_name``); returns:
-    {"seed", "factors", "metrics", "scores": {...}}."""
+    {"seed", "factors", "metrics", "scores": {...}}. ``sizes`` (metric -> keyword arguments) overrides the sample
+    sizes (of ``--quick`` or the defaults), metric by metric."""
     source = factor_source(run.config.data.name, resolve_data_dir(data_now(run.config.data, data_dir).data_dir))
     chosen = select_factors(source, factors)
     shape = run.model.data_shape
@@ -86,7 +88,7 @@ def run_disentanglement(
         x = torch.from_numpy(images).to(device)
         return torch.cat([model.code(x[i : i + 256]).float() for i in range(0, len(x), 256)]).cpu().numpy()
 
-    sizes = QUICK_SIZES if quick else {}
+    sizes = {m: {**(QUICK_SIZES.get(m, {}) if quick else {}), **(sizes or {}).get(m, {})} for m in METRICS.names()}
     names = METRICS.names() if metrics is None else list(metrics)
     scores = all_metrics(
         source, encode, seed, metrics=names, factors=factors, **{m: sizes[m] for m in names if m in sizes}
