@@ -300,7 +300,7 @@ def test_eval_prints_its_numbers_even_when_it_cannot_write_them(tmp_path, monkey
     def cannot(path, obj):
         raise WriteError(f"cannot write {path}: Read-only file system")
 
-    monkeypatch.setattr(sys.modules["vaelab.runs.load"], "write_json", cannot)
+    monkeypatch.setattr(sys.modules["vaelab.runs.reports"], "write_json", cannot)  # reports are written there
     code, out, err = run_cli(capsys, "eval", str(vae_run.path), "--iw-samples", "5")
     assert code == 2 and "cannot write" in err and "Traceback" not in err
     assert "elbo" in out and "nll" in out  # the table was printed first
