@@ -22,7 +22,7 @@ from cli_helpers import fails_with, run_cli
 from vaelab.core.errors import VaelabError
 from vaelab.sweeps import parse_spec, read_spec, read_status, run_sweep
 from vaelab.sweeps.aggregate import aggregate
-from vaelab.sweeps.engines import check_reachable
+from vaelab.sweeps.engines import check_reachable, slots
 from vaelab.training.distributed import free_port
 
 VAELAB = [sys.executable, "-m", "vaelab.cli"]
@@ -220,3 +220,15 @@ def test_a_yaml_spec_reads_as_its_json_and_without_pyyaml_says_how_to_install_it
     monkeypatch.setitem(sys.modules, "yaml", None)  # as if PyYAML were not installed
     with pytest.raises(VaelabError, match="reading YAML needs PyYAML: pip install pyyaml"):
         read_spec(path)
+
+
+def test_local_workers_share_the_thread_policy(monkeypatch):
+    """Each local worker gets its share of the thread policy's CPUs: OMP_NUM_THREADS=1 means one thread each (the
+    cores' share would oversubscribe a machine the user already limited)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert [threads for threads, _ in slots(2)] == [1, 1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert [threads for threads, _ in slots(2)] == [4, 4]  # OMP_NUM_THREADS is per process, as under torchrun
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    cores = len(os.sched_getaffinity(0))
+    assert [threads for threads, _ in slots(2)] == [max(1, cores // 2)] * 2

@@ -22,6 +22,7 @@ import torch
 
 from vaelab.core.errors import VaelabError
 from vaelab.core.registry import Registry
+from vaelab.core.threads import resolve_threads
 from vaelab.sweeps.point import run_point
 from vaelab.sweeps.spec import Point, SweepSpec
 
@@ -61,13 +62,10 @@ def _worker(threads: int, gpu: int | None, out: str, tasks: Any, results: Any) -
 
 
 def slots(workers: int) -> list[tuple[int, int | None]]:
-    """(CPU threads, GPU or None) of each local worker: the CPU cores shared out, or one GPU each."""
+    """(CPU threads, GPU or None) of each local worker: the thread policy's CPUs (the cores this process may use, or
+    ``OMP_NUM_THREADS``; ``vaelab.core.threads``) shared out, or one GPU each."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use (a cluster job's share)
-    except AttributeError:  # macOS
-        cores = os.cpu_count() or 1
-    threads = max(1, cores // workers)
+    threads = resolve_threads(None, share=workers)
     return [(threads, i % gpus if gpus else None) for i in range(workers)]
 
 
