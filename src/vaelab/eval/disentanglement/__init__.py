@@ -24,10 +24,17 @@ from vaelab.eval.disentanglement.betavae import betavae_from_codes, betavae_from
 from vaelab.eval.disentanglement.dci import dci_from_codes, dci_from_importance, dci_score, importance_matrix
 from vaelab.eval.disentanglement.factorvae import active_units, factorvae_from_codes, factorvae_score
 from vaelab.eval.disentanglement.mig import discretize, mig_from_codes, mig_score, mutual_information
-from vaelab.eval.disentanglement.run import QUICK_SIZES, all_metrics, disentanglement_report_name, run_disentanglement
+from vaelab.eval.disentanglement.run import (
+    HEADLINE_SCORES,
+    QUICK_SIZES,
+    all_metrics,
+    disentanglement_report_name,
+    run_disentanglement,
+)
 from vaelab.eval.disentanglement.sap import sap_from_codes, sap_matrix, sap_score
 
 __all__ = [
+    "HEADLINE_SCORES",
     "METRICS",
     "QUICK_SIZES",
     "CodeGrid",

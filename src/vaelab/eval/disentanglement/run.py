@@ -61,6 +61,18 @@ def all_metrics(
     return out
 
 
+#: the headline score of each metric, as tables show them: (column, key in a report's ``scores``)
+HEADLINE_SCORES = (
+    ("BetaVAE", "betavae/eval_accuracy"),
+    ("FactorVAE", "factorvae/eval_accuracy"),
+    ("MIG", "mig"),
+    ("DCI dis.", "dci/disentanglement"),
+    ("DCI compl.", "dci/completeness"),
+    ("DCI info.", "dci/informativeness_test"),
+    ("SAP", "sap"),
+)
+
+
 def run_disentanglement(
     run: Run,
     seed: int = 0,
