@@ -41,9 +41,7 @@ def test_unknown_model(capsys):
 
 
 def test_unknown_dataset(capsys):
-    fails_with(
-        capsys, "unknown data set 'cifar' (and no such file or folder); choose from:", "train", "vae", "--data", "cifar"
-    )
+    fails_with(capsys, "unknown data set 'cifar'; choose from: binarized-mnist", "train", "vae", "--data", "cifar")
 
 
 def test_data_folder_without_the_files(capsys, tmp_path):

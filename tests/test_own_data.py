@@ -276,7 +276,7 @@ def test_cli_trains_then_eval_sample_latents_elsewhere(kind, tmp_path, capsys, m
     for args in (("eval", run, "--iw-samples", "5", "--device", "cpu"), ("sample", run, "-n", "4"), ("latents", run)):
         code, _, err = run_cli(capsys, *args)
         assert code == 0, (args, err)
-    assert (work / "run" / "eval.json").is_file()
+    assert (work / "run" / "eval-test-k5.json").is_file()
     assert (work / "run" / "figures" / ("samples.csv" if kind == "csv" else "samples.png")).is_file()
 
 
