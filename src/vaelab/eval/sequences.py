@@ -168,7 +168,12 @@ def prediction_settings(model: TDVAE, result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v != defaults[k]}
 
 
+#: how each setting of a prediction report appears in its file name (prediction-val-h3-c5-s4.json)
+SETTING_PREFIX = {"split": "", "horizon": "h", "context": "c", "samples": "s"}
+
+
 def prediction_report_name(model: TDVAE, result: dict[str, Any]) -> str:
     """prediction.json at the defaults, else e.g. prediction-val-h3-c5-s4.json (only the settings that differ)."""
-    short = {"split": "", "horizon": "h", "context": "c", "samples": "s"}
-    return report_name("prediction", *(f"{short[k]}{v}" for k, v in prediction_settings(model, result).items()))
+    return report_name(
+        "prediction", *(f"{SETTING_PREFIX[k]}{v}" for k, v in prediction_settings(model, result).items())
+    )

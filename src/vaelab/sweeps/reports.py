@@ -20,7 +20,7 @@ from vaelab.eval.disentanglement import disentanglement_report_name, run_disenta
 from vaelab.eval.evaluate import DEFAULT_IW_SAMPLES, eval_report_name, evaluate_run, write_eval
 from vaelab.eval.features import probe, probe_settings
 from vaelab.eval.gaps import gaps_report_name, run_gaps
-from vaelab.eval.sequences import predict
+from vaelab.eval.sequences import SETTING_PREFIX, predict
 from vaelab.runs import MODEL_DIR, Run, read_metrics, report_name
 
 
@@ -145,8 +145,9 @@ def _prediction_numbers(report: dict[str, Any]) -> dict[str, float]:
 def _prediction_names(o: dict[str, Any]) -> list[str]:
     """prediction.json at the model's defaults; settings given: the keyed name (defaults depend on the model, so the
     names of every subset of the given settings are tried)."""
-    short = {"split": "", "horizon": "h", "context": "c", "samples": "s"}
-    given = [f"{short[k]}{o[k]}" if k != "split" or o[k] != "test" else "" for k in short if k in o]
+    given = [
+        f"{prefix}{o[k]}" if k != "split" or o[k] != "test" else "" for k, prefix in SETTING_PREFIX.items() if k in o
+    ]
     names = [report_name("prediction", *given)]
     for drop in range(len(given)):
         names.append(report_name("prediction", *(g for i, g in enumerate(given) if i != drop)))
