@@ -78,7 +78,9 @@ def test_a_killed_sweep_resumes_without_redoing_finished_runs(resumed):
     assert list(runs) == NAMES and all(r["status"] == "done" for r in runs.values())
     for n in first:
         assert (sweep / n / "checkpoint.pt").stat().st_mtime_ns == stamps[n]  # not trained again
-    assert {runs[n]["action"] for n in NAMES if n not in first} <= {"trained", "resumed"}
+    # the others were trained, resumed, or kept: a run the kill caught after its training finished but before the
+    # sweep recorded it is finished, so it is reported again, not trained again
+    assert {runs[n]["action"] for n in NAMES if n not in first} <= {"trained", "resumed", "kept"}
     for n in NAMES:  # every point is an ordinary run folder
         assert {"config.json", "checkpoint.pt", "model", "metrics.jsonl", "eval-test-k8.json", "figures"} <= {
             p.name for p in (sweep / n).iterdir()
