@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,7 +21,8 @@ from vaelab.core.errors import VaelabError
 from vaelab.models import MODELS
 from vaelab.models.ae import AutoEncoder
 from vaelab.models.base import Loss
-from vaelab.training.trainer import NonFiniteLoss
+from vaelab.runs.config import TrainConfig
+from vaelab.training.trainer import NonFiniteLoss, Trainer
 
 VAELAB = [sys.executable, "-m", "vaelab.cli"]
 
@@ -172,6 +174,26 @@ def test_lr_schedules(tmp_path):
     run = vaelab.train("ae", "digits", tmp_path / "cos", epochs=3, lr_schedule="cosine", log_every=1, val_fraction=0)
     lrs = [r["lr"] for r in run.metrics() if r["split"] == "train"]
     assert lrs[0] < 1e-3 and lrs[-1] < 1e-6 and all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_multistep_schedule_follows_torch_multisteplr():
+    """lr_schedule=multistep against torch's own MultiStepLR stepped once per epoch (pythae's static-MNIST setting)."""
+    tc = TrainConfig(lr_schedule="multistep", lr_milestones=(2, 5), lr_decay=10 ** (-1 / 5))
+    trainer = SimpleNamespace(config=SimpleNamespace(train=tc), steps_per_epoch=7)
+    reference = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(reference, milestones=[2, 5], gamma=10 ** (-1 / 5))
+    for epoch in range(8):
+        for step in (epoch * 7, epoch * 7 + 6):
+            assert Trainer._lr_factor(trainer, step) == pytest.approx(schedule.get_last_lr()[0], rel=1e-12)
+        reference.step()
+        schedule.step()
+    for bad in (
+        {"lr_schedule": "multistep"},
+        {"lr_milestones": (3,)},
+        {"lr_schedule": "multistep", "lr_milestones": (5, 3)},
+    ):
+        with pytest.raises(VaelabError, match="lr_milestones"):
+            TrainConfig(**bad)
 
 
 def test_kl_warmup_reaches_the_model(tmp_path):

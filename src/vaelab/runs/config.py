@@ -19,7 +19,7 @@ from vaelab.core.errors import VaelabError
 from vaelab.data import DATASETS, DataConfig, describe_data
 from vaelab.models import MODELS, DataSpec, ModelConfig
 
-LR_SCHEDULES = ("constant", "cosine", "exponential", "iwae")
+LR_SCHEDULES = ("constant", "cosine", "exponential", "multistep", "iwae")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -30,7 +30,7 @@ class TrainConfig:
 
     ``epochs``; ``batch_size`` per process (the global batch under ``devices=N`` is N times it); Adam's ``lr`` and
     ``weight_decay``; ``lr_schedule``: ``constant``, ``cosine`` (to 0 over the run), ``exponential`` (×``lr_decay``
-    per epoch) or ``iwae`` (Burda et al.'s stages: 3^i epochs at lr·10^(−i/7)); ``grad_clip``, the largest global
+    per epoch), ``multistep`` (×``lr_decay`` at each epoch of ``lr_milestones``, as torch's ``MultiStepLR``) or ``iwae`` (Burda et al.'s stages: 3^i epochs at lr·10^(−i/7)); ``grad_clip``, the largest global
     gradient norm (0: off); ``patience``, epochs without a better validation loss before early stopping (0: off);
     ``seed``; ``device`` (``auto``, ``cpu``, ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``,
     ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
@@ -45,7 +45,8 @@ class TrainConfig:
     batch_size: int = 100  # per process; the global batch under --devices N is N times this
     lr: float = 1e-3
     lr_schedule: str = "constant"  # iwae: Burda et al.'s stages, 3^i epochs at lr * 10^(-i/7)
-    lr_decay: float = 1.0  # exponential schedule: factor per epoch
+    lr_decay: float = 1.0  # exponential schedule: factor per epoch; multistep: factor at each milestone
+    lr_milestones: tuple[int, ...] = ()  # multistep schedule: the epochs from which the lr is lr_decay times lower
     weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 turns clipping off
     patience: int = 0  # early stopping: epochs without validation improvement; 0 turns it off
@@ -78,6 +79,12 @@ class TrainConfig:
             )
         if not 0 < self.lr_decay <= 1:
             raise VaelabError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
+        if (self.lr_schedule == "multistep") != bool(self.lr_milestones):
+            raise VaelabError(
+                "lr_milestones (epochs, e.g. lr_milestones=200,350) go with lr_schedule=multistep, and it needs them"
+            )
+        if any(m < 1 for m in self.lr_milestones) or list(self.lr_milestones) != sorted(set(self.lr_milestones)):
+            raise VaelabError(f"lr_milestones must be increasing epochs >= 1, got {list(self.lr_milestones)}")
 
 
 RUN_FORMAT = "vaelab-run"

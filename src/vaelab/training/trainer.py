@@ -436,6 +436,8 @@ class Trainer:
             return 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
         if tc.lr_schedule == "exponential":
             return tc.lr_decay ** (step / self.steps_per_epoch)
+        if tc.lr_schedule == "multistep":  # as MultiStepLR stepped once per epoch: epoch m onwards is one decay lower
+            return tc.lr_decay ** sum(step // self.steps_per_epoch >= m for m in tc.lr_milestones)
         if tc.lr_schedule == "iwae":  # stage i covers epochs [(3^i - 1)/2, (3^(i+1) - 1)/2): i = floor(log3(2e + 1))
             stage = math.floor(math.log(2 * (step // self.steps_per_epoch) + 1, 3) + 1e-9)
             return 10 ** (-stage / 7)

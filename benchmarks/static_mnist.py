@@ -1,0 +1,108 @@
+"""The statically binarized MNIST VAE in pythae's reproduction setting, and its test NLL against epochs.
+
+One run of the ``vae-binarized-mnist-pythae`` preset (784-400-40 ReLU, Bernoulli likelihood, Larochelle's
+50k/10k/10k split, batch 100, Adam lr 1e-4, lr ×10^(-1/5) from epochs 200 and 350, 500 epochs) is trained in
+stages: to 5 epochs, then resumed to 10, 20, 50, 100, 200 and 500 (``--stages``). A resumed run is exactly the run
+that went straight on (the schedule depends on the epoch only), so every stage is a point on one run's curve. At
+each stage the test NLL is estimated with the IWAE bound at K = ``--curve-k`` on all 10 000 test images (the best
+validation epoch so far, as the run keeps it); at the last stage also at K = ``--k`` (5000, the figure pythae's
+89.78 nats and the published 89.9 are set beside).
+
+Interrupted, it goes on where it stopped: finished stages are read back from OUT/curve.json.
+
+Usage:
+    VAELAB_DATA=/work/shared/data OMP_NUM_THREADS=1 .venv/bin/python benchmarks/static_mnist.py
+    VAELAB_DATA=/work/shared/data .venv/bin/python benchmarks/static_mnist.py --stages 1 2 --curve-k 10 --k 50
+Results: OUT/curve.json (default runs/static-mnist) and a table on stdout; the run itself is OUT/run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from vaelab.eval.evaluate import evaluate
+from vaelab.presets import get_preset
+from vaelab.runs import CHECKPOINT, load, load_checkpoint, make_run_config
+from vaelab.runs.folder import write_json
+from vaelab.training.trainer import resolve_device, train
+
+PRESET = "vae-binarized-mnist-pythae"
+
+
+def trained_epochs(run_dir: Path) -> int:
+    """How many epochs the run in ``run_dir`` has finished (0: none yet)."""
+    if not (run_dir / CHECKPOINT).exists():
+        return 0
+    state = load_checkpoint(run_dir / CHECKPOINT)
+    return state["config"]["train"]["epochs"] if state.get("finished") else -1
+
+
+def stage(args: argparse.Namespace, epochs: int) -> float:
+    """Train (or resume) the run to ``epochs`` epochs; the seconds it took."""
+    run_dir = args.out / "run"
+    start = time.perf_counter()
+    done = trained_epochs(run_dir)
+    if done == 0:
+        preset = get_preset(PRESET)
+        options = {**preset.options, "epochs": epochs, "seed": args.seed, "device": args.device}
+        train(make_run_config(preset.model, preset.data, options), run_dir)
+    elif done == -1:  # interrupted: go on to the epochs it was started for, then on to these
+        train(None, run_dir, resume=True)
+        if trained_epochs(run_dir) < epochs:
+            train(None, run_dir, resume=True, epochs=epochs)
+    elif done < epochs:
+        train(None, run_dir, resume=True, epochs=epochs)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", type=int, nargs="+", default=[5, 10, 20, 50, 100, 200, 500])
+    parser.add_argument("--curve-k", type=int, default=1000, help="IWAE samples at every stage")
+    parser.add_argument("--k", type=int, default=5000, help="IWAE samples at the last stage")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("runs/static-mnist"))
+    args = parser.parse_args()
+    results_file = args.out / "curve.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {"preset": PRESET, "rows": []}
+    device = resolve_device(args.device)
+    for epochs in sorted(args.stages):
+        ks = [args.curve_k] + ([args.k] if epochs == max(args.stages) and args.k != args.curve_k else [])
+        have = {(r["epochs"], r["k"]) for r in results["rows"]}
+        if all((epochs, k) in have for k in ks):
+            continue
+        train_s = stage(args, epochs)
+        run = load(args.out / "run", device)
+        val = [r for r in run.metrics() if r.get("split") == "val"]
+        best = min(val, key=lambda r: r["loss"])
+        for k in ks:
+            if (epochs, k) in have:
+                continue
+            start = time.perf_counter()
+            result = evaluate(run, "test", k, str(device))
+            results["rows"].append({
+                "epochs": epochs,
+                "best_epoch": best["epoch"],
+                "val_elbo": -best["loss"],
+                "k": k,
+                "test_nll": result["nll"],
+                "test_elbo": result["elbo"],
+                "train_s": round(train_s, 1),
+                "eval_s": round(time.perf_counter() - start, 1),
+            })  # fmt: skip
+            train_s = 0.0
+            write_json(results_file, results)
+    print(f"{'epochs':>6} {'K':>5} {'test NLL':>9} {'test ELBO':>10} {'val ELBO':>9} {'train s':>8} {'eval s':>7}")
+    for r in sorted(results["rows"], key=lambda r: (r["epochs"], r["k"])):
+        print(
+            f"{r['epochs']:>6} {r['k']:>5} {r['test_nll']:>9.2f} {r['test_elbo']:>10.2f} {r['val_elbo']:>9.2f} "
+            f"{r['train_s']:>8.0f} {r['eval_s']:>7.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
