@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Independent, Normal, kl_divergence
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from vaelab.core.errors import VaelabError
 from vaelab.eval.latents import active_units, kl_per_unit
 from vaelab.models import build_model
 from vaelab.probability import PRIORS, closed_form_kl
-from vaelab.probability.priors import LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
+from vaelab.probability.priors import DiagonalMixture, LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
 from vaelab.viz.latents import marginal_quantiles
 
 SHAPE = (1, 6, 6)
@@ -64,6 +64,33 @@ def test_mixture_densities_by_hand():
     marg = mog.marginals()  # p(z_j) = sum_k w_k N(z_j; mu_kj, s_kj)
     by_unit = torch.logsumexp(log_w[:, None] + components.log_prob(z[:, None]), dim=1)
     torch.testing.assert_close(marg.log_prob(z), by_unit)
+
+
+def test_the_diagonal_mixture_density_and_its_gradient_equal_torchs_mixture_in_float64():
+    """The matrix-product route (DiagonalMixture) against torch's MixtureSameFamily over the (N, K, D) differences, in
+    float64, with narrow components (sigma down to 1e-3) and points far from them; its gradient against autograd's
+    through the plain route."""
+    torch.manual_seed(0)
+    loc = torch.randn(50, 6, dtype=torch.float64, requires_grad=True)
+    raw = (torch.rand(50, 6, dtype=torch.float64) * 3 - 7).requires_grad_()  # sigma from 1e-3 to 2e-2 ... e^-4
+    logits = torch.randn(50, dtype=torch.float64, requires_grad=True)
+    z = (torch.randn(4, 9, 6, dtype=torch.float64) * 2).requires_grad_()
+    fast = DiagonalMixture(logits, loc, raw.exp()).log_prob(z)
+    plain = MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, raw.exp()), 1)).log_prob(z)
+    assert fast.shape == (4, 9)
+    torch.testing.assert_close(fast, plain, rtol=1e-9, atol=1e-7)
+    for a, b in zip(
+        torch.autograd.grad(fast.sum(), (loc, raw, logits, z)), torch.autograd.grad(plain.sum(), (loc, raw, logits, z))
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    z32 = torch.randn(3, 6)  # float32 in, float32 out, close to the float64 value
+    fast32 = DiagonalMixture(logits.float(), loc.float(), raw.exp().float()).log_prob(z32)
+    assert fast32.dtype == torch.float32
+    plain64 = MixtureSameFamily(Categorical(logits=logits), Independent(Normal(loc, raw.exp()), 1)).log_prob(
+        z32.double()
+    )
+    torch.testing.assert_close(fast32.double(), plain64.detach(), rtol=1e-6, atol=1e-3)
+    assert isinstance(MixtureOfGaussians(6, 5)(), DiagonalMixture)
 
 
 def test_vamp_prior_is_the_mixture_of_the_posteriors_of_its_pseudo_inputs():

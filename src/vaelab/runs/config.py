@@ -30,8 +30,9 @@ class TrainConfig:
 
     ``epochs``; ``batch_size`` per process (the global batch under ``devices=N`` is N times it); Adam's ``lr`` and
     ``weight_decay``; ``lr_schedule``: ``constant``, ``cosine`` (to 0 over the run), ``exponential`` (×``lr_decay``
-    per epoch), ``multistep`` (×``lr_decay`` at each epoch of ``lr_milestones``, as torch's ``MultiStepLR``) or ``iwae`` (Burda et al.'s stages: 3^i epochs at lr·10^(−i/7)); ``grad_clip``, the largest global
-    gradient norm (0: off); ``patience``, epochs without a better validation loss before early stopping (0: off);
+    per epoch), ``multistep`` (×``lr_decay`` from each epoch of ``lr_milestones`` on, as torch's ``MultiStepLR``)
+    or ``iwae`` (Burda et al.'s stages: 3^i epochs at lr·10^(−i/7)); ``grad_clip``, the largest global gradient
+    norm (0: off); ``patience``, epochs without a better validation loss before early stopping (0: off);
     ``seed``; ``device`` (``auto``, ``cpu``, ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``,
     ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
     ``checkpoint_every`` steps between checkpoints (there is also one each epoch); ``eval_batch_size`` for
