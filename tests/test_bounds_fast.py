@@ -100,11 +100,14 @@ def test_chunk_fits_the_largest_cache(tmp_path, monkeypatch):
     level("index0", "Data", "32K", "0")
     level("index1", "Instruction", "32K", "0")
     level("index2", "Unified", "1024K", "0")
-    level("index3", "Unified", "32768K", "0-15")
+    level("index3", "Unified", "4096K", "0-15")
     monkeypatch.setattr(bounds, "CACHE_ROOT", tmp_path)
     bounds.chunk_outputs.cache_clear()
     try:
-        assert bounds.chunk_outputs() == 32 * 2**20 // 4 // 4  # a quarter of the L3, in float32
+        assert bounds.chunk_outputs() == 4 * 2**20 // 4 // 4  # a quarter of the L3, in float32
+        (tmp_path / "index3" / "size").write_text("491520K\n")  # what a virtual machine reported: capped
+        bounds.chunk_outputs.cache_clear()
+        assert bounds.chunk_outputs() == bounds.MAX_CHUNK == 2**20
         monkeypatch.setattr(bounds, "CACHE_ROOT", tmp_path / "none")
         bounds.chunk_outputs.cache_clear()
         assert bounds.chunk_outputs() == bounds.FALLBACK_CHUNK

@@ -30,8 +30,8 @@ DEFAULT_BUDGET = 2**25
 BUDGET_VARIABLE = "VAELAB_MEMORY_BUDGET"
 #: latent rows (samples x points) drawn at once: z, log q(z|x) and log p(z) of one group of draws
 DRAW_ROWS = 4096
-#: decoder outputs per tile when the cache size cannot be read
-FALLBACK_CHUNK = 2**20
+#: decoder outputs per tile when the cache size cannot be read, and the most a tile ever holds (4 MB of float32)
+FALLBACK_CHUNK = MAX_CHUNK = 2**20
 CACHE_ROOT = Path("/sys/devices/system/cpu/cpu0/cache")
 
 
@@ -44,9 +44,11 @@ def memory_budget() -> int:
 @functools.cache
 def chunk_outputs() -> int:
     """Decoder outputs per tile of the bound: a quarter of the largest CPU cache (the L3 on most CPUs) in float32,
-    read once from /sys; 2^20 where it cannot be read. On this project's machine (32 MiB L3, 1 MiB L2) tiles of
-    2^20 to 2^21 outputs ran fastest, for the bare decoder too, out of 2^16 to 2^23 (benchmarks/iwae_speed.py
-    --chunks): big enough for the matrix products to run at full speed, small enough to stay in the cache."""
+    read once from /sys, and at most 2^20 (``MAX_CHUNK``); 2^20 where it cannot be read. Measured with
+    benchmarks/iwae_speed.py --chunks, for the bare decoder too: on a machine with 32 MiB of L3 and 1 MiB of L2,
+    tiles of 2^20 to 2^21 outputs ran fastest out of 2^16 to 2^23; on a virtual machine that reports 480 MiB of L3
+    (2 MiB of L2), 2^20 ran fastest and the uncapped quarter of its L3 (2^25) ran the bound 1.9x slower: big enough
+    for the matrix products to run at full speed, small enough to stay in the cache a core really has."""
     sizes = []
     for index in sorted(CACHE_ROOT.glob("index*")):
         try:
@@ -60,7 +62,7 @@ def chunk_outputs() -> int:
             sizes.append(int(digits) * scale)
     if not sizes:
         return FALLBACK_CHUNK
-    return max(2**14, max(sizes) // 4 // 4)
+    return min(MAX_CHUNK, max(2**14, max(sizes) // 4 // 4))
 
 
 def _per_point(x: Tensor) -> int:
