@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, kl_divergence
 
 from vaelab.core.errors import VaelabError
+from vaelab.eval import latents
 from vaelab.eval.latents import active_units, kl_per_unit
 from vaelab.models import build_model
-from vaelab.probability import PRIORS, closed_form_kl
+from vaelab.probability import PRIORS, closed_form_kl, unit_normals
 from vaelab.probability.priors import DiagonalMixture, LearnedGaussian, MixtureOfGaussians, StandardNormal, VampPrior
 from vaelab.viz.latents import marginal_quantiles
 
@@ -151,7 +152,7 @@ def test_free_bits_are_per_unit_with_a_learned_prior_and_grouped_with_a_mixture(
     assert float(mog.kl_penalty(mog.encode(x), mog.prior(), kl)) == pytest.approx(0.5 * 3)  # lambda * D
 
 
-def test_active_units_and_kl_per_unit_read_the_prior():
+def test_active_units_and_kl_per_unit_read_the_prior(monkeypatch):
     means = torch.tensor([[0.0, 0.0], [1.0, 0.1], [2.0, 0.2], [3.0, 0.3]])  # variances 1.67 and 0.0167
     assert active_units(means) == 2
     assert active_units(means, prior_variance=torch.tensor([1.0, 4.0])) == 1  # 0.0167 / 4 < 0.01
@@ -163,6 +164,13 @@ def test_active_units_and_kl_per_unit_read_the_prior():
     z = q.sample((4000,))
     brute = (q.log_prob(z) - marg.log_prob(z)).mean((0, 1))
     torch.testing.assert_close(kl, brute, atol=0.05, rtol=0.05)
+    monkeypatch.setattr(latents, "KL_CHUNK", 1)  # one point per slice: the same estimate
+    torch.testing.assert_close(kl_per_unit(model, x), brute, atol=0.05, rtol=0.05)
+    full = vae("standard", posterior="full")  # a full-covariance q: its marginals' KL to N(0, 1) in closed form
+    q = unit_normals(full.encode(x))
+    z = q.sample((4000,))
+    brute = (q.log_prob(z) - Normal(0.0, 1.0).log_prob(z)).mean((0, 1))
+    torch.testing.assert_close(kl_per_unit(full, x), brute, atol=0.02, rtol=0.02)
 
 
 def test_sampling_and_traversals_read_the_prior():

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.distributions import kl_divergence
+from torch.distributions import MixtureSameFamily, Normal, kl_divergence
 
 from vaelab.data import Dataset
 from vaelab.eval.registry import BATCH_METRICS, LOG_LIKELIHOOD, SPLIT_METRICS
@@ -23,13 +23,14 @@ from vaelab.models.annealed_vae import AnnealedVAE
 from vaelab.models.betavae import BetaVAE
 from vaelab.models.linear_gaussian import LinearGaussian
 from vaelab.models.vae import VAE
-from vaelab.probability import factorized, unit_normals
+from vaelab.probability import closed_form_kl, factorized, unit_normals
 from vaelab.training.hooks import EPOCH_METRICS
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2015: a unit is active when Cov_x(E_q[z_u]) > 0.01
 COLLAPSE_FRACTION = 0.5  # fewer active units than this share of the latent: the posterior has collapsed
 EPOCH_BATCH = 500  # validation points the per-epoch KL per unit is measured on (the first ones: a fixed batch)
 KL_SAMPLES = 64  # draws of the Monte Carlo KL per unit, per data point
+KL_CHUNK = 2**22  # component densities (draws x points x units x mixture components) held at once by that estimate
 
 
 def active_units(posterior_means: Tensor, threshold: float = ACTIVE_THRESHOLD, prior_variance: Tensor | None = None):
@@ -52,8 +53,18 @@ def kl_per_unit(model: VAE, x: Tensor) -> Tensor | None:
     if q_units is not None and p_units is not None:
         return kl_divergence(q_units, p_units).mean(0)
     units = unit_normals(q)  # (B, D): the posterior's marginals
-    z = units.sample((KL_SAMPLES,))  # (S, B, D)
-    return (units.log_prob(z) - marginals.log_prob(z)).mean((0, 1))
+    exact = closed_form_kl(units, marginals)  # Gaussian marginals (a full-covariance q, a Gaussian prior)
+    if exact is not None:
+        return exact.mean(0)
+    # a mixture prior: Monte Carlo, in slices of points whose (S, b, D, K) component densities stay small
+    mixed = marginals.component_distribution.batch_shape[-1] if isinstance(marginals, MixtureSameFamily) else 1
+    rows = max(1, KL_CHUNK // (KL_SAMPLES * units.loc.shape[-1] * mixed))
+    total = units.loc.new_zeros(units.loc.shape[-1])
+    for start in range(0, len(units.loc), rows):
+        part = Normal(units.loc[start : start + rows], units.scale[start : start + rows], validate_args=False)
+        z = part.sample((KL_SAMPLES,))  # (S, b, D)
+        total += (part.log_prob(z) - marginals.log_prob(z)).mean(0).sum(0)
+    return total / len(units.loc)
 
 
 @SPLIT_METRICS.register(VAE)
