@@ -18,20 +18,27 @@ one is a one-line error.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py benchmarks/studies/dsprites-small-tiny.json
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py benchmarks/studies/dsprites-small.json \
-        --out runs/study --only "β-VAE β=4" --seeds 0 1   # processes may share one --out, each taking its cells
+        --out runs/study --only "β-VAE β=4" --seeds 0 1   # a part of it
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py SPEC --out runs/study &  # twice: two
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py SPEC --out runs/study &  # processes
 
 Runs go to OUT/<cell>/seed-S/ with their scores in score.json (a run with a score of the same epochs and sizes is
-neither trained nor scored again), so an interrupted study resumes. Then OUT/results.json, OUT/report.md and
+neither trained nor scored again), so an interrupted study resumes (an unfinished run goes on where it stopped).
+Processes sharing one --out take the cells in turn: a cell one of them holds (OUT/<cell>/seed-S.claim) the others
+skip, and wait for at the end, so each of them reports the whole study. Then OUT/results.json, OUT/report.md and
 OUT/figures/<metric>.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +50,8 @@ from vaelab.core.errors import VaelabError
 from vaelab.eval.disentanglement import HEADLINE_SCORES, run_disentanglement
 from vaelab.models import MODELS
 from vaelab.presets import get_preset
-from vaelab.runs import load, make_run_config
+from vaelab.runs import CHECKPOINT, load, load_checkpoint, make_run_config
+from vaelab.runs.folder import has_run
 from vaelab.training.trainer import train
 
 SCORES = HEADLINE_SCORES  # the scores tabulated: (column, key in the report's scores)
@@ -113,6 +121,20 @@ def read_spec(path: Path) -> tuple[dict[str, Any], list[Cell]]:
     return spec, cells
 
 
+@contextlib.contextmanager
+def held(path: Path, wait: bool) -> Iterator[bool]:
+    """Hold ``path``'s lock while the block runs: True once held; False at once when another process holds it and
+    ``wait`` is off (with ``wait`` on, block until it lets go). Released however the process ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
 def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """Train (unless trained) and score one cell with one seed; the row is kept in RUN/score.json."""
     run_dir = out / cell.folder / f"seed-{seed}"
@@ -122,9 +144,12 @@ def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str
         if row["epochs"] == epochs and row["quick"] == quick and row.get("sizes") == spec.get("sizes"):
             return row
     start = time.perf_counter()
-    if not (run_dir / "config.json").is_file():
+    if not has_run(run_dir):
         print(f"training {cell.label}, seed {seed}, {epochs} epochs ...", flush=True)
         train(make_run_config(cell.model, cell.data, {**cell.options, "seed": seed, "epochs": epochs}), run_dir)
+    elif not load_checkpoint(run_dir / CHECKPOINT).get("finished"):  # an interrupted study: its run goes on
+        print(f"resuming {cell.label}, seed {seed} ...", flush=True)
+        train(None, run_dir, resume=True)
     train_s = time.perf_counter() - start
     run = load(run_dir)
     if run.config.train.epochs != epochs:
@@ -247,10 +272,18 @@ def main() -> None:
         start = time.perf_counter()
         if not args.report_only:
             seeds = [s for s in spec.get("seeds", [0]) if not args.seeds or s in args.seeds]
-            for seed in seeds:
-                for cell in chosen:
-                    row = run_cell(cell, seed, spec, out)
+            # a cell another process holds is left to it at first, and waited for at the end
+            todo = [(seed, cell) for seed in seeds for cell in chosen]
+            for wait in (False, True):
+                left = []
+                for seed, cell in todo:
+                    with held(out / cell.folder / f"seed-{seed}.claim", wait) as mine:
+                        if not mine:
+                            left.append((seed, cell))
+                            continue
+                        row = run_cell(cell, seed, spec, out)
                     print(json.dumps({"cell": row["cell"], "seed": seed, **{k: row["scores"][k] for _, k in SCORES}}))
+                todo = left
         rows = [json.loads(f.read_text()) for f in sorted(out.glob("*/seed-*/score.json"))]
         (out / "results.json").write_text(json.dumps(rows, indent=2))
         text = report(rows, cells)

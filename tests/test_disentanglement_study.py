@@ -74,3 +74,15 @@ def test_report_ranks_and_figures(tmp_path):
     assert "| MIG | 1.00 | 1.00 | 1.00 |" in text  # identical rankings: Spearman 1
     paths = study.figures(rows, cells, tmp_path / "figures")
     assert len(paths) == len(study.SCORES) and all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_processes_sharing_an_out_folder_take_each_cell_once(tmp_path):
+    """A cell held by another process (its claim file locked) is skipped at once, then waited for; a free one is
+    taken. Another open file description stands in for the other process (flock locks belong to them)."""
+    claim = tmp_path / "cell" / "seed-0.claim"
+    with study.held(claim, wait=False) as mine:
+        assert mine
+        with study.held(claim, wait=False) as theirs:
+            assert not theirs
+    with study.held(claim, wait=False) as again:  # released when the block ended
+        assert again
