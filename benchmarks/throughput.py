@@ -84,6 +84,7 @@ from torch import Tensor
 
 from vaelab.api import finish
 from vaelab.data import load_dataset
+from vaelab.data.storage import DeviceSplit
 from vaelab.models import build_model
 from vaelab.probability.posteriors import MIN_SCALE
 from vaelab.runs import make_run_config
@@ -259,7 +260,10 @@ def vaelab_train(args: argparse.Namespace, epochs: int, steps: int, root: Path, 
     if missing:  # the timing wraps these methods of the instance; say so plainly if the trainer changed
         raise SystemExit(f"vaelab's Trainer no longer has {', '.join(missing)}: update benchmarks/throughput.py")
     if steps < trainer.steps_per_epoch:  # --steps-per-epoch: train on the first steps*batch examples
-        trainer.data.train = trainer.data.train[: steps * args.batch_size]
+        held = trainer.data.splits["train"]  # the first steps*batch examples, held as they were (encoded)
+        trainer.data.splits["train"] = DeviceSplit(
+            held.data[: steps * args.batch_size], held.encoding, held.shape, *held.value_range
+        )
         if trainer.data.train_labels is not None:
             trainer.data.train_labels = trainer.data.train_labels[: steps * args.batch_size]
         trainer.steps_per_epoch, trainer.total_steps = steps, steps * epochs

@@ -18,6 +18,7 @@ from cli_helpers import fails_with, run_cli
 from vaelab.core.errors import VaelabError
 from vaelab.data import DataConfig, describe_data, load_dataset
 from vaelab.data.celeba import load_celeba64
+from vaelab.data.dataset import binarize
 from vaelab.data.download import CACHE_ENV
 from vaelab.data.sources.table import in_table_units
 from vaelab.data.storage import DeviceSplit, decode, encode, scan
@@ -395,3 +396,15 @@ def test_table_units_follow_the_change_of_variables():
     got = in_table_units(config, {"elbo": log_pz, "iwae": log_pz, "nll": -log_pz})
     assert got["elbo_table_units"] == pytest.approx(log_px, abs=1e-5)
     assert got["nll_table_units"] == pytest.approx(-log_px, abs=1e-5)
+
+
+def test_dynamic_binarization_draws_bernoulli_pixels():
+    """[u < p], u ~ U[0, 1): zeros and ones only, p = 0 and p = 1 kept exactly, and the mean of many draws is p
+    (within 4 standard errors), as torch.bernoulli's would be."""
+    torch.manual_seed(0)
+    p = torch.tensor([0.0, 0.01, 0.25, 0.5, 0.9, 1.0]).expand(200_000, -1)
+    draws = binarize(p)
+    assert draws.dtype == p.dtype and set(draws.unique().tolist()) <= {0.0, 1.0}
+    assert draws[:, 0].sum() == 0 and draws[:, -1].sum() == len(p)
+    mean, se = draws.mean(0), (p[0] * (1 - p[0]) / len(p)).sqrt()
+    assert ((mean - p[0]).abs() <= 4 * se + 1e-12).all()
