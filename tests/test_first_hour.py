@@ -10,6 +10,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -230,8 +231,9 @@ def test_eval_stops_on_a_signal_with_the_shells_exit_code(home, signum, code):
     environ = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "VAELAB_PROGRESS_SECONDS": "0"}
     command = [sys.executable, "-c", "import sys; from vaelab.cli import main; sys.exit(main())"]
     p = subprocess.Popen(
-        [*command, "eval", "vae", "--iw-samples", "100000"], cwd=home, env=environ, stderr=subprocess.PIPE, text=True
-    )
+        [*command, "eval", "vae", "--iw-samples", "100000"], cwd=home, env=environ, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a test run in the background ignores it
+    )  # fmt: skip
     deadline = time.monotonic() + 300  # a loaded machine takes long to start python and torch
     line = p.stderr.readline()  # the first progress line: the bound is running
     assert "eval test" in line, line
