@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.probability import Chain, importance_log_weights, importance_weighted_bound, log_mean_exp
 from vaelab.runs.config import TrainConfig
-from vaelab.training.trainer import Trainer
+from vaelab.runs.schedules import LR_SCHEDULES
 
 
 def binary_batch(n: int = 6, seed: int = 1) -> torch.Tensor:
@@ -284,10 +283,10 @@ def test_free_bits_in_the_loss():
 
 def test_iwae_learning_rate_stages():
     """3^i passes at 10^(-i/7): stage 0 is epoch 0, stage 1 epochs 1-3, stage 2 epochs 4-12, ..., 7 from 1093."""
-    trainer = SimpleNamespace(config=SimpleNamespace(train=TrainConfig(lr_schedule="iwae")), steps_per_epoch=10)
+    schedule, tc = LR_SCHEDULES.get("iwae"), TrainConfig(lr_schedule="iwae")
     for epoch, stage in ((0, 0), (1, 1), (3, 1), (4, 2), (12, 2), (13, 3), (39, 3), (40, 4), (1092, 6), (1093, 7)):
         for step in (epoch * 10, epoch * 10 + 9):
-            assert Trainer._lr_factor(trainer, step) == pytest.approx(10 ** (-stage / 7)), (epoch, step)
+            assert schedule(step, tc, 10, 32800) == pytest.approx(10 ** (-stage / 7)), (epoch, step)
     assert sum(3**i for i in range(8)) == 3280
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,7 +21,8 @@ from vaelab.models import MODELS
 from vaelab.models.ae import AutoEncoder
 from vaelab.models.base import Loss
 from vaelab.runs.config import TrainConfig
-from vaelab.training.trainer import NonFiniteLoss, Trainer
+from vaelab.runs.schedules import LR_SCHEDULES
+from vaelab.training.trainer import NonFiniteLoss
 
 VAELAB = [sys.executable, "-m", "vaelab.cli"]
 
@@ -179,12 +179,11 @@ def test_lr_schedules(tmp_path):
 def test_multistep_schedule_follows_torch_multisteplr():
     """lr_schedule=multistep against torch's own MultiStepLR stepped once per epoch (pythae's static-MNIST setting)."""
     tc = TrainConfig(lr_schedule="multistep", lr_milestones=(2, 5), lr_decay=10 ** (-1 / 5))
-    trainer = SimpleNamespace(config=SimpleNamespace(train=tc), steps_per_epoch=7)
     reference = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = torch.optim.lr_scheduler.MultiStepLR(reference, milestones=[2, 5], gamma=10 ** (-1 / 5))
     for epoch in range(8):
         for step in (epoch * 7, epoch * 7 + 6):
-            assert Trainer._lr_factor(trainer, step) == pytest.approx(schedule.get_last_lr()[0], rel=1e-12)
+            assert LR_SCHEDULES.get("multistep")(step, tc, 7, 56) == pytest.approx(schedule.get_last_lr()[0], rel=1e-12)
         reference.step()
         schedule.step()
     for bad in (

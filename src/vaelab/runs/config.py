@@ -18,8 +18,8 @@ from vaelab.core.config import make_config
 from vaelab.core.errors import VaelabError
 from vaelab.data import DATASETS, DataConfig, describe_data
 from vaelab.models import MODELS, DataSpec, ModelConfig
+from vaelab.runs.schedules import LR_SCHEDULES
 
-LR_SCHEDULES = ("constant", "cosine", "exponential", "multistep", "iwae")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -62,7 +62,8 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads, shared among the devices=N processes; 0: the default policy
 
     def __post_init__(self) -> None:
-        for key, choices in (("lr_schedule", LR_SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
+        LR_SCHEDULES.entry(self.lr_schedule)  # an unknown name: one line with the choices
+        for key, choices in (("precision", PRECISIONS), ("device", DEVICES)):
             if getattr(self, key) not in choices:
                 raise VaelabError(f"unknown {key} {getattr(self, key)!r}; choose from: {', '.join(choices)}")
         for key in ("epochs", "batch_size", "devices", "log_every", "checkpoint_every", "eval_batch_size"):

@@ -46,6 +46,7 @@ from vaelab.runs import (
 )
 from vaelab.runs.config import data_now
 from vaelab.runs.folder import Claim, claim, default_run_name, has_run
+from vaelab.runs.schedules import LR_SCHEDULES
 from vaelab.training import fitters  # noqa: F401  (registration)
 from vaelab.training.distributed import (
     Launch,
@@ -432,16 +433,7 @@ class Trainer:
 
     def _lr_factor(self, step: int) -> float:
         tc = self.config.train
-        if tc.lr_schedule == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
-        if tc.lr_schedule == "exponential":
-            return tc.lr_decay ** (step / self.steps_per_epoch)
-        if tc.lr_schedule == "multistep":  # as MultiStepLR stepped once per epoch: epoch m onwards is one decay lower
-            return tc.lr_decay ** sum(step // self.steps_per_epoch >= m for m in tc.lr_milestones)
-        if tc.lr_schedule == "iwae":  # stage i covers epochs [(3^i - 1)/2, (3^(i+1) - 1)/2): i = floor(log3(2e + 1))
-            stage = math.floor(math.log(2 * (step // self.steps_per_epoch) + 1, 3) + 1e-9)
-            return 10 ** (-stage / 7)
-        return 1.0
+        return LR_SCHEDULES.get(tc.lr_schedule)(step, tc, self.steps_per_epoch, self.total_steps)
 
     # -- the loop -----------------------------------------------------------------------------
 
