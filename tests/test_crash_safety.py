@@ -161,7 +161,9 @@ def test_a_signal_during_start_up_leaves_a_folder_that_can_be_trained_into(tmp_p
 
 def test_sigterm_checkpoints_where_it_stopped_and_the_resume_is_exact(tmp_path):
     run = tmp_path / "term"
-    proc = start(run, "--set", "checkpoint_every=100000", "--epochs", "3")
+    # 40 epochs (1560 steps): long enough that the signal lands mid-run on a fast, idle machine too (3 epochs were
+    # over before the signal there)
+    proc = start(run, "--set", "checkpoint_every=100000", "--epochs", "40")
     wait_for_rows(run, 6, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -173,7 +175,8 @@ def test_sigterm_checkpoints_where_it_stopped_and_the_resume_is_exact(tmp_path):
     done = subprocess.run([*VAELAB, "train", "--resume", str(run)], capture_output=True, text=True, env=ENV)
     assert done.returncode == 0, done.stderr
     straight = tmp_path / "straight"
-    args = [*VAELAB, "train", "vae", "--out", str(straight), *LONG, "--set", "checkpoint_every=100000", "--epochs", "3"]
+    args = [*VAELAB, "train", "vae", "--out", str(straight), *LONG, "--set", "checkpoint_every=100000"]
+    args += ["--epochs", "40"]
     subprocess.run(args, check=True, capture_output=True, env=ENV)
     same_weights(run, straight)
     steps = [(r["split"], r["step"]) for r in read_metrics(run)]
