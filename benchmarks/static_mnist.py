@@ -32,29 +32,19 @@ from vaelab.training.trainer import resolve_device, train
 PRESET = "vae-binarized-mnist-pythae"
 
 
-def trained_epochs(run_dir: Path) -> int:
-    """How many epochs the run in ``run_dir`` has finished (0: none yet)."""
-    if not (run_dir / CHECKPOINT).exists():
-        return 0
-    state = load_checkpoint(run_dir / CHECKPOINT)
-    return state["config"]["train"]["epochs"] if state.get("finished") else -1
-
-
 def stage(args: argparse.Namespace, epochs: int) -> float:
-    """Train (or resume) the run to ``epochs`` epochs; the seconds it took."""
+    """Train the run to ``epochs`` epochs: a new run, or the one there resumed (interrupted or not) on to them; the
+    seconds it took."""
     run_dir = args.out / "run"
     start = time.perf_counter()
-    done = trained_epochs(run_dir)
-    if done == 0:
+    if not (run_dir / CHECKPOINT).exists():
         preset = get_preset(PRESET)
         options = {**preset.options, "epochs": epochs, "seed": args.seed, "device": args.device}
         train(make_run_config(preset.model, preset.data, options), run_dir)
-    elif done == -1:  # interrupted: go on to the epochs it was started for, then on to these
-        train(None, run_dir, resume=True)
-        if trained_epochs(run_dir) < epochs:
+    else:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        if not (state.get("finished") and state["config"]["train"]["epochs"] >= epochs):
             train(None, run_dir, resume=True, epochs=epochs)
-    elif done < epochs:
-        train(None, run_dir, resume=True, epochs=epochs)
     return time.perf_counter() - start
 
 
