@@ -132,3 +132,22 @@ def test_the_cli_names_the_missing_variable_and_refuses_devices_that_disagree(tm
                "--out", str(run))  # fmt: skip
     fails_with(capsys, "--devices 1 disagrees", "train", "vae", "--devices", "1", "--out", str(run))
     assert not run.exists()  # nothing written that a correct run would trip over
+
+
+def test_a_process_that_joined_a_group_leaves_with_its_code_and_its_output_flushed(tmp_path):
+    """``end_process`` skips the interpreter's teardown (where gloo's threads can abort a finished run), so it must
+    still flush what was printed and logged, and exit with the code it was given."""
+    script = (
+        "import logging, sys\n"
+        "from vaelab.training.distributed import end_process\n"
+        "logging.basicConfig(filename=sys.argv[1], level=logging.INFO)\n"
+        "logging.info('logged')\n"
+        "print('printed', end='')\n"
+        "sys.stderr.write('said')\n"
+        "end_process(3)\n"
+        "print('never')\n"
+    )
+    log = tmp_path / "run.log"
+    done = subprocess.run([sys.executable, "-c", script, str(log)], capture_output=True, text=True, env=ENV)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "printed", "said")
+    assert "logged" in log.read_text()

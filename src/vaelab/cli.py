@@ -38,7 +38,7 @@ from vaelab.runs import TrainConfig, load, make_run_config, report_name, stale_r
 from vaelab.sweeps import ENGINES
 from vaelab.sweeps.aggregate import aggregate
 from vaelab.sweeps.spec import value_text
-from vaelab.training.distributed import launched
+from vaelab.training.distributed import end_process, joined_group, launched
 from vaelab.training.prior import PRIOR_TRAIN_DEFAULTS
 from vaelab.training.trainer import resolve_device, train
 from vaelab.viz import LATENT_FIGURES, REPORT_FIGURES, TRAVERSAL_FIGURES, save_samples
@@ -568,6 +568,13 @@ def use_threads(threads: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _main(argv)
+    if joined_group():  # a rank of a launcher's group (torchrun, srun): see end_process
+        end_process(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None

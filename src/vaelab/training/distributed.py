@@ -9,10 +9,12 @@ across ranks, as it is across the examples of one process with N times the batch
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -80,6 +82,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def end_process(code: int) -> NoReturn:
+    """Leave a process that joined a gloo group with ``code``, once its output is flushed, without the interpreter's
+    teardown: gloo's worker threads free a finished collective's tensors a moment after it completes, and when that
+    lands during teardown the thread cannot take the GIL and the process aborts (SIGABRT, "terminate called without
+    an active exception"; pytorch/pytorch#179291). ``destroy_process_group`` does not join those threads."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
+            pass
+    os._exit(code)
+
+
 def rank_seed(seed: int, rank: int) -> int:
     return (seed + rank * RANK_SEED_STRIDE) % (2**63)
 
@@ -89,6 +105,15 @@ def init_group(device_type: str, rank: int, world: int, addr: str, port: int) ->
     os.environ.update(MASTER_ADDR=addr, MASTER_PORT=str(port))
     backend = "nccl" if device_type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
+    _joined.append(backend)
+
+
+_joined: list[str] = []  # the backends this process has joined a group with (see end_process)
+
+
+def joined_group() -> bool:
+    """Whether this process joined a process group: it should then leave through ``end_process``."""
+    return bool(_joined)
 
 
 def broadcast_object(obj: Any, rank: int) -> Any:

@@ -51,6 +51,7 @@ from vaelab.training import fitters  # noqa: F401  (registration)
 from vaelab.training.distributed import (
     Launch,
     broadcast_object,
+    end_process,
     free_port,
     gather_objects,
     init_group,
@@ -270,6 +271,7 @@ def _worker(
     # them (torch.multiprocessing), and every rank would then update the same optimizer moments
     state = load_checkpoint(run_dir / CHECKPOINT) if resume else None
     init_group(device_type, rank, world, "127.0.0.1", port)
+    code = 0
     try:
         if device_type == "cuda":
             torch.cuda.set_device(rank)
@@ -281,9 +283,10 @@ def _worker(
             Trainer(config, run_dir, device, state, rank, world, stop).fit()
     except VaelabError as e:
         errors.put((type(e).__name__, str(e), e.exit_code))
-        raise SystemExit(e.exit_code) from None
+        code = e.exit_code
     finally:
         dist.destroy_process_group()
+    end_process(code)  # any other exception went up to torch's spawn wrapper, which reports its traceback
 
 
 def _train_launched(
