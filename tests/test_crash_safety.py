@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 import vaelab
 from cli_helpers import fails_with, run_cli
-from vaelab.core.errors import VaelabError, WriteError
+from vaelab.core.errors import Interrupted, VaelabError, WriteError
 from vaelab.core.pretrained import atomic_write
 from vaelab.runs import load_checkpoint, read_config, read_metrics
 from vaelab.runs.folder import claim, new_run_dir
@@ -203,6 +204,22 @@ def test_a_lost_worker_ends_the_run_with_one_line_and_it_resumes(tmp_path):
         [*VAELAB, "train", "--resume", str(run), "--epochs", more], capture_output=True, text=True, env=ENV
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_first_rank_to_stop_says_why_and_a_killed_rank_is_not_hidden_by_the_others_stopping(tmp_path):
+    """torch SIGTERMs the survivors of a dead rank, and they report being interrupted: the killed rank is the cause."""
+    killed = mp.ProcessExitedException("", error_index=1, error_pid=7, exit_code=-signal.SIGKILL, signal_name="SIGKILL")
+    stopped = {0: ("Interrupted", "terminated (SIGTERM)", 143)}
+    why = trainer_module.why_stopped(killed, stopped, 2, tmp_path)
+    assert type(why) is VaelabError and "process 1 of 2 was killed by SIGKILL" in str(why)
+    nan = {0: ("NonFiniteLoss", "training stopped at step 9: loss became non-finite", 3)}
+    lost = mp.ProcessRaisedException("RuntimeError: Connection closed by peer", error_index=1, error_pid=7)
+    why = trainer_module.why_stopped(lost, nan, 2, tmp_path)
+    assert isinstance(why, trainer_module.NonFiniteLoss)  # rank 0's NaN, not rank 1's lost connection
+    own = mp.ProcessExitedException("", error_index=0, error_pid=6, exit_code=130)
+    why = trainer_module.why_stopped(own, {0: ("Interrupted", "interrupted (Ctrl-C)", 130)}, 2, tmp_path)
+    assert isinstance(why, Interrupted) and why.exit_code == 130
+    assert trainer_module.why_stopped(lost, {}, 2, tmp_path) is None  # nobody said why: the traceback itself
 
 
 # 5. multi-process runs: exact and independent ------------------------------------------------------------------------

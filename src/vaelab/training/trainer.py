@@ -240,21 +240,43 @@ def _spawn(config: RunConfig, run_dir: Path, device: torch.device, state: dict |
         while not processes.join(timeout=1.0):
             pass
     except (mp.ProcessRaisedException, mp.ProcessExitedException) as e:
-        if not errors.empty():
-            kind, message, code = errors.get()
-            raise {"Interrupted": Interrupted, "NonFiniteLoss": NonFiniteLoss}.get(kind, VaelabError)(
-                *((message, code) if kind == "Interrupted" else (message,))
-            ) from None
-        if isinstance(e, mp.ProcessExitedException):
-            how = f"was killed by {signal.Signals(-e.exit_code).name}" if e.exit_code < 0 else f"exited {e.exit_code}"
-            raise VaelabError(
-                f"training process {e.error_index} of {world} {how}; the others were stopped and the last "
-                f"checkpoint is kept: {resume_hint(run_dir)}"
-            ) from None
-        raise
+        said = {}
+        while not errors.empty():
+            rank, kind, message, code = errors.get()
+            said[rank] = (kind, message, code)
+        why = why_stopped(e, said, world, run_dir)
+        if why is None:
+            raise
+        raise why from None
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def why_stopped(
+    e: mp.ProcessRaisedException | mp.ProcessExitedException,
+    said: dict[int, tuple[str, str, int]],
+    world: int,
+    run_dir: Path,
+) -> VaelabError | None:
+    """Why a spawned run stopped, from torch's exception for the first rank to stop and what each rank said (rank:
+    kind, message, exit code): what that first rank said; else, if it died without a word (killed), that it died,
+    not the SIGTERM the others then got from torch; else (it raised, say on a lost connection) what a rank that
+    stopped on purpose said (a NaN on rank 0 ends rank 1's collectives). None: nobody said anything, and the first
+    rank's own traceback is the answer."""
+    first = said.get(e.error_index)
+    if first is None and isinstance(e, mp.ProcessExitedException):
+        how = f"was killed by {signal.Signals(-e.exit_code).name}" if e.exit_code < 0 else f"exited {e.exit_code}"
+        return VaelabError(
+            f"training process {e.error_index} of {world} {how}; the others were stopped and the last checkpoint is "
+            f"kept: {resume_hint(run_dir)}"
+        )
+    if first is None and not said:
+        return None
+    kind, message, code = first or next(iter(said.values()))
+    if kind == "Interrupted":
+        return Interrupted(message, code)
+    return {"NonFiniteLoss": NonFiniteLoss}.get(kind, VaelabError)(message)
 
 
 def _worker(
@@ -282,7 +304,7 @@ def _worker(
             stop.run_dir = run_dir
             Trainer(config, run_dir, device, state, rank, world, stop).fit()
     except VaelabError as e:
-        errors.put((type(e).__name__, str(e), e.exit_code))
+        errors.put((rank, type(e).__name__, str(e), e.exit_code))
         code = e.exit_code
     finally:
         dist.destroy_process_group()
