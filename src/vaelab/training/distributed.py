@@ -83,10 +83,11 @@ def free_port() -> int:
 
 
 def end_process(code: int) -> NoReturn:
-    """Leave a process that joined a gloo group with ``code``, once its output is flushed, without the interpreter's
-    teardown: gloo's worker threads free a finished collective's tensors a moment after it completes, and when that
-    lands during teardown the thread cannot take the GIL and the process aborts (SIGABRT, "terminate called without
-    an active exception"; pytorch/pytorch#179291). ``destroy_process_group`` does not join those threads."""
+    """Leave a process that joined a process group with ``code``, once its output is flushed, without the
+    interpreter's teardown: on CPU, gloo's worker threads free a finished collective's tensors a moment after it
+    completes, and when that lands during teardown the thread cannot take the GIL and the process aborts (SIGABRT,
+    "terminate called without an active exception"; pytorch/pytorch#179291). ``destroy_process_group`` does not
+    join those threads."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -104,16 +105,17 @@ def init_group(device_type: str, rank: int, world: int, addr: str, port: int) ->
     """Join the process group: NCCL on GPUs, gloo on CPU (env:// rendezvous, as torchrun expects)."""
     os.environ.update(MASTER_ADDR=addr, MASTER_PORT=str(port))
     backend = "nccl" if device_type == "cuda" else "gloo"
+    global _joined
     dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world)
-    _joined.append(backend)
+    _joined = True
 
 
-_joined: list[str] = []  # the backends this process has joined a group with (see end_process)
+_joined = False  # set once this process joins a group (see end_process)
 
 
 def joined_group() -> bool:
     """Whether this process joined a process group: it should then leave through ``end_process``."""
-    return bool(_joined)
+    return _joined
 
 
 def broadcast_object(obj: Any, rank: int) -> Any:
