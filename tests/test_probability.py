@@ -20,7 +20,7 @@ from vaelab.core.errors import VaelabError
 from vaelab.models import build_model
 from vaelab.probability import importance_log_weights, importance_weighted_bound, log_mean_exp, standard_normal
 from vaelab.probability.likelihoods import BernoulliLikelihood, GaussianLikelihood
-from vaelab.probability.posteriors import MIN_SCALE, DiagonalGaussian
+from vaelab.probability.posteriors import MIN_SCALE, POSTERIORS, DiagonalGaussian, LogVarianceGaussian
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -73,6 +73,42 @@ def test_diagonal_head_parameterization():
     q_sat = DiagonalGaussian(2)(torch.tensor([[0.0, 0.0, -200.0, -200.0]]))
     assert (q_sat.stddev >= MIN_SCALE).all()
     assert torch.isfinite(q_sat.log_prob(torch.zeros(1, 2))).all()
+
+
+def test_log_variance_head_is_pythaes_parameterization():
+    """sigma = exp(log_var / 2), as in pythae's VAE; the KL to N(0, I) is its -1/2 sum(1 + lv - mu^2 - e^lv)."""
+    h = spread_head_input(5, 3, seed=3)
+    q = LogVarianceGaussian(3)(h)
+    mu, log_var = h[:, :3].double(), h[:, 3:].double()
+    torch.testing.assert_close(q.stddev.double(), torch.exp(0.5 * log_var))
+    pythae_kl = -0.5 * (1 + log_var - mu**2 - log_var.exp()).sum(-1)
+    torch.testing.assert_close(kl_divergence(q, standard_normal(3)).double(), pythae_kl, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", POSTERIORS.names())
+def test_every_posterior_head_holds_the_gaussians_it_gives_and_samples_them(name):
+    """Over every registered head: params_of inverts the head (the start of a per-point fit of q), log_prob is the
+    density of what rsample draws (moments within 4 SE), and gradients reach the head's inputs."""
+    latent, batch = 3, 4
+    head = POSTERIORS.get(name)(latent)
+    h = torch.randn(batch, head.num_params, generator=torch.Generator().manual_seed(4)).requires_grad_()
+    q = head(h)
+
+    def covariance(q):
+        return q.covariance_matrix if isinstance(q, MultivariateNormal) else torch.diag_embed(q.variance)
+
+    again = head(head.params_of(q))
+    torch.testing.assert_close(again.mean, q.mean)
+    torch.testing.assert_close(covariance(again), covariance(q), rtol=1e-4, atol=1e-5)
+    torch.manual_seed(5)
+    n = 50_000
+    z = q.rsample((n,))
+    se = q.stddev / math.sqrt(n)
+    assert ((z.mean(0) - q.mean).abs() < 4 * se).all()
+    written = MultivariateNormal(q.mean, covariance(q)).log_prob(z[:5])
+    torch.testing.assert_close(q.log_prob(z[:5]), written, rtol=1e-4, atol=1e-4)
+    z.pow(2).sum().backward()
+    assert h.grad is not None and (h.grad.abs().sum(0) > 0).all()
 
 
 def kl_formula(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -67,6 +67,32 @@ class DiagonalGaussian(Posterior):
         return torch.cat([q.base_dist.loc, inverse_softplus(q.base_dist.scale - MIN_SCALE)], -1)
 
 
+@POSTERIORS.register(
+    "log-variance", "diagonal Gaussian, the encoder giving log sigma(x)^2 (as pythae and most VAE code)"
+)
+class LogVarianceGaussian(Posterior):
+    """sigma = exp(raw / 2): the diagonal Gaussian of pythae, Kingma & Welling's code and most VAE code since.
+
+    The same family as ``diagonal``, another coordinate for its scale: a step in raw moves log sigma by half of it,
+    at any sigma, where softplus's steps shrink as sigma grows. Nothing bounds sigma away from 0 or infinity but the
+    encoder's outputs (exp(raw / 2) underflows to 0 below raw = -200 in float32).
+    """
+
+    @property
+    def num_params(self) -> int:
+        return 2 * self.latent_dim
+
+    def forward(self, h: Tensor) -> Distribution:
+        mu, log_var = _full_precision(h).chunk(2, dim=-1)
+        return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1, validate_args=False)
+
+    def params_of(self, q: Distribution) -> Tensor:
+        """[mu, log sigma^2] of a diagonal Gaussian q."""
+        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+            raise VaelabError(f"a diagonal Gaussian head cannot hold a {type(q).__name__}")
+        return torch.cat([q.base_dist.loc, 2 * torch.log(q.base_dist.scale)], -1)
+
+
 @POSTERIORS.register("full", "Gaussian with full covariance, N(mu(x), L(x) L(x)^T), L lower-triangular")
 class FullCovarianceGaussian(Posterior):
     """z = mu + L eps, so the latent units can be correlated (a diagonal q cannot tilt its ellipse).
