@@ -132,6 +132,50 @@ def test_training_on_is_refused_where_it_would_not_be_the_longer_run(tmp_path):
         train(None, tmp_path / "new", epochs=3)
 
 
+def test_a_budget_in_steps_ends_the_run_mid_epoch_validated_finished_and_resumes_exactly(tmp_path):
+    """max_steps: the run stops after that many steps in all, inside an epoch, and finishes like any run (a last
+    training row, a validation row for the epoch it ended in, the cosine at 0); Ctrl-C then resume gives the
+    straight run's weights; a step budget is not trained on by epochs; a negative one is refused."""
+    from vaelab.training.trainer import train
+
+    opts = {"latent_dim": 4, "hidden": (32,), "log_every": 4, "val_fraction": 0.1, "seed": 2}
+    one = vaelab.train("vae", "digits", tmp_path / "one", epochs=1, **opts)
+    per_epoch = max(r["step"] for r in one.metrics())
+    budget = per_epoch + per_epoch // 2 + 1  # ends inside epoch 2
+    run = vaelab.train("vae", "digits", tmp_path / "budget", epochs=5, max_steps=budget, lr_schedule="cosine", **opts)
+    rows = run.metrics()
+    state = torch.load(run.path / "checkpoint.pt", weights_only=True)
+    assert state["finished"] and state["step"] == budget and state["epoch"] == 1 and state["batch_in_epoch"] > 0
+    assert max(r["step"] for r in rows if r["split"] == "train") == budget
+    assert [(r["epoch"], r["step"]) for r in rows if r["split"] == "val"] == [(1, per_epoch), (2, budget)]
+    lrs = [r["lr"] for r in rows if r["split"] == "train"]
+    assert lrs[-1] < 1e-6 * lrs[0]  # the cosine decays over the budget, not over the 5 epochs
+
+    straight = tmp_path / "straight"
+    args = [*VAELAB, "train", "vae", "--data", "digits", *SMALL, "--set", "max_steps=700"]
+    subprocess.run([*args, "--out", str(straight)], check=True, capture_output=True)
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen([*args, "--out", str(interrupted)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    metrics = interrupted / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) > 10):
+        time.sleep(0.05)  # under way: then Ctrl-C
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    mid = torch.load(interrupted / "checkpoint.pt", weights_only=True)
+    assert proc.returncode == 130 and 0 < mid["step"] < 700 and not mid["finished"]
+    subprocess.run([*VAELAB, "train", "--resume", str(interrupted)], check=True, capture_output=True)
+    a, b = checkpoint_weights(interrupted), checkpoint_weights(straight)
+    assert torch.load(straight / "checkpoint.pt", weights_only=True)["step"] == 700
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+    with pytest.raises(VaelabError, match="budget in steps"):
+        train(None, straight, resume=True, epochs=90)
+    with pytest.raises(VaelabError, match="max_steps must be >= 0"):
+        TrainConfig(max_steps=-1)
+
+
 class ExplodingAE(AutoEncoder):
     """An autoencoder whose loss turns to NaN at step 30: the trainer must stop and keep good weights."""
 

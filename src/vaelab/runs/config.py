@@ -28,21 +28,24 @@ DEVICES = ("auto", "cpu", "cuda")
 class TrainConfig:
     """The training loop's options: the ``train`` section of a run's config.json (``--set train.KEY=VALUE``).
 
-    ``epochs``; ``batch_size`` per process (the global batch under ``devices=N`` is N times it); Adam's ``lr`` and
-    ``weight_decay``; ``lr_schedule``: ``constant``, ``cosine`` (to 0 over the run), ``exponential`` (×``lr_decay``
-    per epoch), ``multistep`` (×``lr_decay`` from each epoch of ``lr_milestones`` on, as torch's ``MultiStepLR``)
-    or ``iwae`` (Burda et al.'s stages: 3^i epochs at lr·10^(−i/7)); ``grad_clip``, the largest global gradient
-    norm (0: off); ``patience``, epochs without a better validation loss before early stopping (0: off);
-    ``seed``; ``device`` (``auto``, ``cpu``, ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``,
-    ``bf16-mixed``, ``16-mixed``); ``log_every`` steps between logged (and NaN-checked) training rows;
-    ``checkpoint_every`` steps between checkpoints (there is also one each epoch); ``eval_batch_size`` for
-    validation and evaluation; ``alternate`` K > 0 alternates K decoder steps (the encoder fixed) with K encoder steps
-    (the decoder fixed), any VAE (0: the joint update); ``threads``, torch's CPU threads (0: the CPUs this process may
-    use, or ``OMP_NUM_THREADS``; shared among the processes of ``devices=N``, see ``vaelab.core.threads``). Bad values
-    are refused with one line naming the accepted ones.
+    ``epochs``; ``max_steps``, the most optimizer steps in all (0: the epochs alone decide; a budget in steps, like
+    Locatello et al.'s 300,000, ends the run mid-epoch, validated and finished); ``batch_size`` per process (the
+    global batch under ``devices=N`` is N times it); Adam's ``lr`` and ``weight_decay``; ``lr_schedule``:
+    ``constant``, ``cosine`` (to 0 over the run), ``exponential`` (×``lr_decay`` per epoch), ``multistep``
+    (×``lr_decay`` from each epoch of ``lr_milestones`` on, as torch's ``MultiStepLR``) or ``iwae`` (Burda et al.'s
+    stages: 3^i epochs at lr·10^(−i/7)); ``grad_clip``, the largest global gradient norm (0: off); ``patience``,
+    epochs without a better validation loss before early stopping (0: off); ``seed``; ``device`` (``auto``, ``cpu``,
+    ``cuda``), ``devices`` (DDP processes) and ``precision`` (``32``, ``bf16-mixed``, ``16-mixed``); ``log_every``
+    steps between logged (and NaN-checked) training rows; ``checkpoint_every`` steps between checkpoints (there is
+    also one each epoch); ``eval_batch_size`` for validation and evaluation; ``alternate`` K > 0 alternates K
+    decoder steps (the encoder fixed) with K encoder steps (the decoder fixed), any VAE (0: the joint update);
+    ``threads``, torch's CPU threads (0: the CPUs this process may use, or ``OMP_NUM_THREADS``; shared among the
+    processes of ``devices=N``, see ``vaelab.core.threads``). Bad values are refused with one line naming the
+    accepted ones.
     """
 
     epochs: int = 10
+    max_steps: int = 0  # the run ends after this many steps in all, even mid-epoch (0: after its epochs)
     batch_size: int = 100  # per process; the global batch under --devices N is N times this
     lr: float = 1e-3
     lr_schedule: str = "constant"  # iwae: Burda et al.'s stages, 3^i epochs at lr * 10^(-i/7)
@@ -71,6 +74,8 @@ class TrainConfig:
                 raise VaelabError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise VaelabError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.max_steps < 0:
+            raise VaelabError(f"max_steps must be >= 0 (0: the epochs alone decide), got {self.max_steps}")
         if self.threads < 0:
             raise VaelabError(f"threads must be >= 0 (0: the CPUs this process may use), got {self.threads}")
         if self.grad_clip < 0 or self.weight_decay < 0 or self.patience < 0:

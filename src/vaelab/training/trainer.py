@@ -210,6 +210,11 @@ def _extend(config: RunConfig, state: dict[str, Any], run_dir: Path, epochs: int
         )
     if tc.patience and state["bad_epochs"] >= tc.patience:
         raise VaelabError(f"run {run_dir} stopped early (no validation improvement for {tc.patience} epochs)")
+    if tc.max_steps:
+        raise VaelabError(
+            f"run {run_dir} has a budget in steps (max_steps={tc.max_steps}); it is not trained on by epochs: start "
+            "a new run with the budget it should have"
+        )
     return dataclasses.replace(config, train=dataclasses.replace(tc, epochs=epochs))
 
 
@@ -431,6 +436,8 @@ class Trainer:
             torch.manual_seed(rank_seed(tc.seed, rank))
         self.steps_per_epoch = self.data.steps_per_epoch(tc.batch_size * world)
         self.total_steps = self.steps_per_epoch * tc.epochs
+        if tc.max_steps:  # a budget in steps: the run ends there, mid-epoch if need be (and a cosine decays to it)
+            self.total_steps = min(self.total_steps, tc.max_steps)
         # the fused kernel updates all parameters in one C++ pass (784-512-16 VAE, 1 CPU thread: 7.4 vs 11.9 ms/step)
         fused = device.type in ("cpu", "cuda")
         groups = self.model.param_groups(tc.lr)
@@ -512,7 +519,11 @@ class Trainer:
     def _train(self, monitor: Monitor) -> None:
         tc = self.config.train
         seen = 0
-        while self.epoch < tc.epochs and not (tc.patience and self.bad_epochs >= tc.patience):
+        while (
+            self.epoch < tc.epochs
+            and self.step < self.total_steps
+            and not (tc.patience and self.bad_epochs >= tc.patience)
+        ):
             if self.batch_in_epoch == 0:  # else resuming mid-epoch: _restore rewound data_rng
                 self.epoch_rng_state = self.data_rng.get_state()
             t0 = time.perf_counter()  # throughput counts training steps, not validation or checkpoints
@@ -530,7 +541,8 @@ class Trainer:
                 self.batch_in_epoch += 1
                 monitor.advance(self.epoch + 1)
                 epoch_end = self.batch_in_epoch == self.steps_per_epoch
-                if self.step % tc.log_every == 0 or epoch_end:
+                last = self.step == self.total_steps  # max_steps: the budget ends here, maybe mid-epoch
+                if self.step % tc.log_every == 0 or epoch_end or last:
                     sums = self.sums
                     if self.world > 1:
                         dist.all_reduce(sums)
@@ -548,11 +560,14 @@ class Trainer:
                 elif self.world == 1 and self.stop.signum is not None:
                     self._checkpoint()
                     raise self.stop.interrupted()
+                if last and not epoch_end:
+                    break  # fit's closing checkpoint marks the run finished where its budget of steps ran out
                 if not epoch_end and self.step - self._last_checkpoint >= tc.checkpoint_every:
                     self._checkpoint()  # every checkpoint_every steps; the epoch's end writes its own
-            self.epoch += 1
-            self.batch_in_epoch = 0
-            self.epoch_rng_state = self.data_rng.get_state()  # a resume from this epoch's end draws the next order
+            if self.batch_in_epoch == self.steps_per_epoch:
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self.epoch_rng_state = self.data_rng.get_state()  # a resume from this epoch's end draws the next order
             self._validate(monitor)
             self._log_epoch(monitor)
             self._checkpoint()
@@ -620,9 +635,10 @@ class Trainer:
                 f"the validation loss became non-finite at epoch {self.epoch}; the last good state (step "
                 f"{self._last_checkpoint}) is kept; try {self._nan_advice()}"
             )
-        monitor.log({"split": "val", "step": self.step, "epoch": self.epoch, **means})
+        epoch = self.epoch + (self.batch_in_epoch > 0)  # a budget of max_steps that ends inside epoch E: E
+        monitor.log({"split": "val", "step": self.step, "epoch": epoch, **means})
         if val < self.best_val:
-            self.best_val, self.bad_epochs, self.best_epoch = val, 0, self.epoch
+            self.best_val, self.bad_epochs, self.best_epoch = val, 0, epoch
             if self.rank == 0:
                 save_weights(self.run_dir, self.model)
         else:
