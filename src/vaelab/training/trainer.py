@@ -529,6 +529,7 @@ class Trainer:
             t0 = time.perf_counter()  # throughput counts training steps, not validation or checkpoints
             self.model.train()
             batches = self.data.train_batches(tc.batch_size, self.data_rng, self.rank, self.world, self.batch_in_epoch)
+            cut = False  # the budget of max_steps ran out inside this epoch
             for x in batches:
                 loss = self._step(x)
                 values = torch.stack([loss.total.detach(), *(t.detach() for t in loss.terms.values())])
@@ -561,10 +562,11 @@ class Trainer:
                     self._checkpoint()
                     raise self.stop.interrupted()
                 if last and not epoch_end:
-                    break  # fit's closing checkpoint marks the run finished where its budget of steps ran out
+                    cut = True  # fit's closing checkpoint marks the run finished where its budget of steps ran out
+                    break
                 if not epoch_end and self.step - self._last_checkpoint >= tc.checkpoint_every:
                     self._checkpoint()  # every checkpoint_every steps; the epoch's end writes its own
-            if self.batch_in_epoch == self.steps_per_epoch:
+            if not cut:
                 self.epoch += 1
                 self.batch_in_epoch = 0
                 self.epoch_rng_state = self.data_rng.get_state()  # a resume from this epoch's end draws the next order
