@@ -43,7 +43,7 @@ def stage(args: argparse.Namespace, epochs: int) -> float:
     if not (run_dir / CHECKPOINT).exists():
         preset = get_preset(PRESET)
         options = {**preset.options, "epochs": epochs, "seed": args.seed, "device": args.device}
-        options.update(posterior=args.posterior)  # the preset's own head unless --posterior names another
+        options.update(posterior=args.posterior)  # the preset names no head: diagonal, or the one --posterior names
         train(make_run_config(preset.model, preset.data, options), run_dir)
     else:
         state = load_checkpoint(run_dir / CHECKPOINT)
