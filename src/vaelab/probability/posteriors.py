@@ -62,9 +62,8 @@ class DiagonalGaussian(Posterior):
 
     def params_of(self, q: Distribution) -> Tensor:
         """[mu, softplus^-1(sigma - MIN_SCALE)] of a diagonal Gaussian q."""
-        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
-            raise VaelabError(f"a diagonal Gaussian head cannot hold a {type(q).__name__}")
-        return torch.cat([q.base_dist.loc, inverse_softplus(q.base_dist.scale - MIN_SCALE)], -1)
+        mu, sigma = _diagonal(q)
+        return torch.cat([mu, inverse_softplus(sigma - MIN_SCALE)], -1)
 
 
 @POSTERIORS.register(
@@ -88,9 +87,8 @@ class LogVarianceGaussian(Posterior):
 
     def params_of(self, q: Distribution) -> Tensor:
         """[mu, log sigma^2] of a diagonal Gaussian q."""
-        if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
-            raise VaelabError(f"a diagonal Gaussian head cannot hold a {type(q).__name__}")
-        return torch.cat([q.base_dist.loc, 2 * torch.log(q.base_dist.scale)], -1)
+        mu, sigma = _diagonal(q)
+        return torch.cat([mu, 2 * torch.log(sigma)], -1)
 
 
 @POSTERIORS.register("full", "Gaussian with full covariance, N(mu(x), L(x) L(x)^T), L lower-triangular")
@@ -148,6 +146,13 @@ def _kl_full_diagonal(q: MultivariateNormal, p: Independent) -> Tensor:
     if not (isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1):
         raise NotImplementedError
     return kl_divergence(q, MultivariateNormal(p.base_dist.loc, scale_tril=torch.diag_embed(p.base_dist.scale)))
+
+
+def _diagonal(q: Distribution) -> tuple[Tensor, Tensor]:
+    """mu and sigma of a diagonal Gaussian q, for a diagonal head's ``params_of``; any other q is refused."""
+    if not (isinstance(q, Independent) and isinstance(q.base_dist, Normal)):
+        raise VaelabError(f"a diagonal Gaussian head cannot hold a {type(q).__name__}")
+    return q.base_dist.loc, q.base_dist.scale
 
 
 def inverse_softplus(y: Tensor) -> Tensor:
