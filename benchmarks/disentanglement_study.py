@@ -22,8 +22,9 @@ one is a one-line error.
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py SPEC --out runs/study &  # twice: two
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/disentanglement_study.py SPEC --out runs/study &  # processes
 
-Runs go to OUT/<cell>/seed-S/ with their scores in score.json (a run with a score of the same epochs and sizes is
-neither trained nor scored again), so an interrupted study resumes (an unfinished run goes on where it stopped).
+Runs go to OUT/<cell>/seed-S/ with their scores in score.json. A run whose score was taken with the same options,
+budget and metric settings is neither trained nor scored again, and one trained with other options is refused, so an
+interrupted study resumes (an unfinished run goes on where it stopped) and a changed spec never reuses old scores.
 Processes sharing one --out take the cells in turn: a cell one of them holds (OUT/<cell>/seed-S.claim) the others
 skip, and wait for at the end, so each of them reports the whole study. Then OUT/results.json, OUT/report.md and
 OUT/figures/<metric>.png.
@@ -135,40 +136,65 @@ def held(path: Path, wait: bool) -> Iterator[bool]:
         yield True
 
 
+def _settings(cell: Cell, seed: int, spec: dict[str, Any]) -> dict[str, Any]:
+    """What a cell's score depends on: its options, the budget, and the metric protocol (sizes, quick, seed)."""
+    return {
+        "options": {k: v for k, v in cell.options.items() if k not in ("seed", "epochs")},
+        "epochs": int(spec.get("epochs", cell.options.get("epochs", 30))),
+        "quick": bool(spec.get("quick", False)),
+        "sizes": spec.get("sizes"),
+        "metric_seed": int(spec.get("metric_seed", 0)),
+    }
+
+
+def _check_trained(run: Any, expected: Any, run_dir: Path, label: str) -> None:
+    """Refuse a run folder whose model or training settings are not the cell's (a spec changed under one --out)."""
+    changed = [
+        f"{part}.{key}"
+        for part in ("model_config", "train")
+        for key, value in vars(getattr(expected, part)).items()
+        if vars(getattr(run.config, part)).get(key) != value
+    ]
+    if changed:
+        raise VaelabError(
+            f"{run_dir} was trained with other settings than the cell {label!r} has now ({', '.join(changed)}): "
+            "use another --out, or delete that run"
+        )
+
+
 def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Train (unless trained) and score one cell with one seed; the row is kept in RUN/score.json."""
+    """Train (unless trained) and score one cell with one seed; the row is kept in RUN/score.json. A kept score is
+    used again only when everything it depends on is unchanged (``_settings``), and a kept run only when it was
+    trained with the cell's settings; else the run is scored anew, or refused."""
     run_dir = out / cell.folder / f"seed-{seed}"
-    epochs, quick = int(spec.get("epochs", cell.options.get("epochs", 30))), bool(spec.get("quick", False))
+    settings = _settings(cell, seed, spec)
+    epochs = settings["epochs"]
     if (run_dir / "score.json").is_file():
         row = json.loads((run_dir / "score.json").read_text())
-        if row["epochs"] == epochs and row["quick"] == quick and row.get("sizes") == spec.get("sizes"):
+        if all(row.get(key) == value for key, value in settings.items()):
             return row
+    expected = make_run_config(cell.model, cell.data, {**cell.options, "seed": seed, "epochs": epochs})
     start = time.perf_counter()
     if not has_run(run_dir):
         print(f"training {cell.label}, seed {seed}, {epochs} epochs ...", flush=True)
-        train(make_run_config(cell.model, cell.data, {**cell.options, "seed": seed, "epochs": epochs}), run_dir)
-    elif not load_checkpoint(run_dir / CHECKPOINT).get("finished"):  # an interrupted study: its run goes on
-        print(f"resuming {cell.label}, seed {seed} ...", flush=True)
-        train(None, run_dir, resume=True)
+        train(expected, run_dir)
+    else:
+        _check_trained(load(run_dir), expected, run_dir, cell.label)
+        if not load_checkpoint(run_dir / CHECKPOINT).get("finished"):  # an interrupted study: its run goes on
+            print(f"resuming {cell.label}, seed {seed} ...", flush=True)
+            train(None, run_dir, resume=True)
     train_s = time.perf_counter() - start
     run = load(run_dir)
-    if run.config.train.epochs != epochs:
-        raise VaelabError(
-            f"{run_dir} was trained for {run.config.train.epochs} epochs, not {epochs}: use another --out"
-        )
     start = time.perf_counter()
-    entry = run_disentanglement(run, int(spec.get("metric_seed", 0)), quick=quick, sizes=spec.get("sizes"))
+    entry = run_disentanglement(run, settings["metric_seed"], quick=settings["quick"], sizes=settings["sizes"])
     last = [r for r in run.metrics() if r.get("split") == "val"][-1]
     row = {
         "cell": cell.label,
         "preset": cell.preset,
         "model": cell.model,
         "data": cell.data,
-        "options": {k: v for k, v in cell.options.items() if k not in ("seed", "epochs")},
         "seed": seed,
-        "epochs": epochs,
-        "quick": quick,
-        "sizes": spec.get("sizes"),
+        **settings,
         "train_s": train_s,
         "metrics_s": time.perf_counter() - start,
         "val_elbo": last.get("elbo"),
@@ -179,6 +205,19 @@ def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str
 
 
 # -- aggregation ----------------------------------------------------------------------------------------------------
+
+
+def current(rows: list[dict[str, Any]], cells: list[Cell], spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows taken with the spec's cells and settings as they are now (a report never mixes in older ones)."""
+    by_label = {c.label: c for c in cells}
+    seeds = set(spec.get("seeds", [0]))
+    return [
+        r
+        for r in rows
+        if r.get("cell") in by_label
+        and r.get("seed") in seeds
+        and all(r.get(k) == v for k, v in _settings(by_label[r["cell"]], r["seed"], spec).items())
+    ]
 
 
 def fmt(key: str, value: float) -> str:
@@ -284,7 +323,11 @@ def main() -> None:
                         row = run_cell(cell, seed, spec, out)
                     print(json.dumps({"cell": row["cell"], "seed": seed, **{k: row["scores"][k] for _, k in SCORES}}))
                 todo = left
-        rows = [json.loads(f.read_text()) for f in sorted(out.glob("*/seed-*/score.json"))]
+        found = [json.loads(f.read_text()) for f in sorted(out.glob("*/seed-*/score.json"))]
+        rows = current(found, cells, spec)
+        if len(rows) < len(found):
+            stale = len(found) - len(rows)
+            print(f"left out: {stale} score(s) under {out} of cells or settings the spec no longer has")
         (out / "results.json").write_text(json.dumps(rows, indent=2))
         text = report(rows, cells)
         (out / "report.md").write_text(text + "\n")

@@ -86,3 +86,42 @@ def test_processes_sharing_an_out_folder_take_each_cell_once(tmp_path):
             assert not theirs
     with study.held(claim, wait=False) as again:  # released when the block ended
         assert again
+
+
+def test_a_kept_score_is_used_again_only_for_the_same_settings_and_a_run_of_other_options_is_refused(
+    tmp_path, monkeypatch
+):
+    """A score.json is reused when the cell's options, budget and metric settings are those it was taken with; a
+    changed option under the same --out is neither answered from the old score nor trained over the old run."""
+    spec, cells = study.read_spec(SCRIPT.parent / "studies" / "dsprites-small-tiny.json")
+    cell = cells[1]  # β-VAE β=4
+    run_dir = tmp_path / cell.folder / "seed-0"
+    run_dir.mkdir(parents=True)
+    kept = {"cell": cell.label, "seed": 0, **study._settings(cell, 0, spec), "scores": {"mig": 0.5}}
+    (run_dir / "score.json").write_text(json.dumps(kept))
+    trained = []
+    monkeypatch.setattr(study, "train", lambda *a, **k: trained.append(a))
+    assert study.run_cell(cell, 0, spec, tmp_path)["scores"] == {"mig": 0.5} and not trained
+
+    changed = study.Cell(cell.label, cell.preset, cell.model, cell.data, {**cell.options, "beta": 8})
+    old_run = study.make_run_config(cell.model, cell.data, {**cell.options, "seed": 0, "epochs": 1})
+
+    class Run:
+        config = old_run
+
+    monkeypatch.setattr(study, "has_run", lambda path: True)
+    monkeypatch.setattr(study, "load", lambda path: Run())
+    with pytest.raises(VaelabError, match=r"trained with other settings .*\(model_config\.beta\): use another --out"):
+        study.run_cell(changed, 0, spec, tmp_path)
+    assert not trained
+    for key, other in [("metric_seed", 1), ("quick", True), ("sizes", None)]:  # the protocol is part of the key
+        assert study._settings(cell, 0, {**spec, key: other}) != study._settings(cell, 0, spec)
+
+
+def test_the_report_leaves_out_scores_of_cells_or_settings_the_spec_no_longer_has():
+    spec, cells = study.read_spec(SCRIPT.parent / "studies" / "dsprites-small-tiny.json")
+    row = {"cell": cells[0].label, "seed": 0, **study._settings(cells[0], 0, spec)}
+    stale = {**row, "options": {**row["options"], "beta": 2}}
+    gone = {**row, "cell": "a cell no longer in the spec"}
+    other_seed = {**row, "seed": 7}
+    assert study.current([row, stale, gone, other_seed], cells, spec) == [row]

@@ -444,6 +444,7 @@ class Trainer:
         # train.alternate=K: (encoder, decoder) parameters; steps [2jK, (2j+1)K) freeze the first, the next K the second
         self.phases = self.model.alternation_groups() if tc.alternate else None
         self.optimizer = torch.optim.Adam(groups, lr=tc.lr, weight_decay=tc.weight_decay, fused=fused)
+        self.schedule = LR_SCHEDULES.get(tc.lr_schedule)  # looked up once, not at every step
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.data_rng = torch.Generator().manual_seed(tc.seed)
         self.epoch_rng_state = self.data_rng.get_state()
@@ -464,8 +465,7 @@ class Trainer:
         self.monitor: Monitor | None = None
 
     def _lr_factor(self, step: int) -> float:
-        tc = self.config.train
-        return LR_SCHEDULES.get(tc.lr_schedule)(step, tc, self.steps_per_epoch, self.total_steps)
+        return self.schedule(step, self.config.train, self.steps_per_epoch, self.total_steps)
 
     # -- the loop -----------------------------------------------------------------------------
 
