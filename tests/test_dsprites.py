@@ -154,5 +154,26 @@ def test_registered_and_factors_flow_as_labels(tmp_path):
     source = factor_source("dsprites", tmp_path)  # held bit-packed for the metrics, packed on first use
     packed = isinstance(source, PackedGrid) and isinstance(source.source, DSprites)
     assert packed or find_archive(tmp_path) is not None
-    tiny = load_dsprites(tmp_path, limit=20)
+    tiny = load_dsprites(tmp_path, images=20)
     assert tiny.train.shape[1:] == (1, 64, 64) and len(tiny.train) + len(tiny.test) == 20
+
+
+def test_a_run_draws_as_many_dsprites_images_as_it_asks_up_to_the_whole_grid(tmp_path):
+    """``images`` sets how many of the 737,280 a dsprites run draws (Locatello et al. train on all of them); the
+    labels are the factors of the very images drawn; sizes outside 2..737,280 and other data sets are refused."""
+    from vaelab.data import DataConfig, load_dataset
+    from vaelab.data.dsprites import DEFAULT_IMAGES
+    from vaelab.data.factors import factor_source
+
+    data = load_dataset(DataConfig("dsprites", data_dir=str(tmp_path), images=40), seed=0, binary_model=True)
+    assert len(data.train) + len(data.val) + len(data.test) == 40 and data.shape == (1, 64, 64)
+    grid = factor_source("dsprites", tmp_path).source
+    np.testing.assert_array_equal(data.test.numpy(), grid.render(data.labels("test").numpy()))
+    assert DataConfig("dsprites").images == 0 and DEFAULT_IMAGES == 100_000  # 0: the default draw
+    for images, message in [(737_281, "from 2 to the 737,280 images"), (1, "from 2 to the 737,280 images")]:
+        with pytest.raises(VaelabError, match=message):
+            load_dataset(DataConfig("dsprites", data_dir=str(tmp_path), images=images), seed=0, binary_model=True)
+    with pytest.raises(VaelabError, match="must be >= 0"):
+        DataConfig("dsprites", images=-1)
+    with pytest.raises(VaelabError, match="has no option images; it applies to: dsprites"):
+        DataConfig("dsprites-small", images=10)

@@ -29,7 +29,7 @@ BINARIZE = ("auto", "none", "dynamic", "fixed")
 EVAL_BINARIZATION_SEED = 1234
 SPLITS = ("train", "val", "test")
 #: options of the generated (sequence) data sets and of image folders, passed to their loaders; 0 keeps the default
-SOURCE_OPTIONS = ("frames", "frame_size", "digits", "sequences", "image_size", "channels")
+SOURCE_OPTIONS = ("frames", "frame_size", "digits", "sequences", "image_size", "channels", "images")
 BUDGET_SHARE = 0.5  # data.memory_budget 0: this share of the device's free memory
 
 
@@ -45,7 +45,8 @@ class DataConfig:
     ``binarize`` is ``auto`` (dynamic binarization for a Bernoulli likelihood on grey-level data, else none),
     ``dynamic``, ``fixed`` or ``none``. ``frames``, ``frame_size``, ``digits`` and ``sequences`` size the generated
     sequence data sets, ``image_size`` (resize, then center-crop to a square) and ``channels`` (1 grey, 3 colour)
-    shape image folders (0 keeps a data set's default; a data set that has no such option refuses it).
+    shape image folders, ``images`` is how many of dSprites' 737,280 images a run draws (0 keeps a data set's
+    default; a data set that has no such option refuses it).
     ``memory_budget`` is the GB the data may take on the device (0: half of the free memory); past it the data is
     streamed from disk by ``workers`` loader processes (-1: the CPU cores less one). ``shift``, ``scale`` and
     ``columns`` are a table's column means, standard deviations and names, stored so that evaluation and sampling
@@ -65,6 +66,7 @@ class DataConfig:
     sequences: int = 0  # sequence data sets: training sequences (the test split gets a quarter as many)
     image_size: int = 0  # image folders: resize (shorter side) then center-crop to this square; 0: as stored
     channels: int = 0  # image folders: 1 (grey) or 3 (colour); 0: as stored
+    images: int = 0  # dsprites: images drawn from the 737,280 of its grid (0: 100,000; 737280: all of them)
     memory_budget: float = 0.0  # GB the data may take on the device; 0: half of the free memory
     workers: int = -1  # loader processes of the streaming path; -1: the CPU cores less one
     shift: tuple[float, ...] = ()  # tables: the column means subtracted
