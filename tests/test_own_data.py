@@ -185,6 +185,34 @@ def test_uint8_and_bits_decode_exactly():
     assert scan(np.array([[0.5, 0.25]], dtype=np.float32)).encoding == "float32"  # not k/255 nor 0/1
 
 
+def test_rows_drawn_when_read_show_their_progress_when_they_span_more_than_one_block(tmp_path, monkeypatch):
+    """A lazy split (rendered sprites, decoded image files) over more than one block of CHUNK_BYTES shows its
+    progress on the terminal and in the log; a small or already-held one stays quiet."""
+    from vaelab.data import base, storage
+
+    class Stripes(base.LazyArray):
+        dtype = np.dtype(np.bool_)
+
+        def __init__(self, n: int) -> None:
+            self.shape = (n, 1, 4, 4)
+
+        def rows(self, indices: np.ndarray) -> np.ndarray:
+            return (np.asarray(indices)[:, None, None, None] + np.arange(16).reshape(1, 1, 4, 4)) % 3 == 0
+
+    monkeypatch.setattr(storage, "CHUNK_BYTES", 16 * 100)  # blocks of 100 rows
+    monkeypatch.setattr(base, "CHUNK_BYTES", 16 * 100)
+    log = tmp_path / "train.log"
+    lazy = Stripes(250)
+    split = DeviceSplit.build(lazy, scan(lazy), "cpu", "sprites, train split", log)
+    assert np.array_equal(split.all().numpy(), lazy[np.arange(250)].astype(np.float32))
+    assert "reading sprites, train split: 250/250 examples (100%)" in log.read_text()
+    log.unlink()
+    DeviceSplit.build(Stripes(100), scan(Stripes(100)), "cpu", "one block", log)  # one block: quiet
+    DeviceSplit.build(lazy[np.arange(250)], scan(lazy[np.arange(250)]), "cpu", "held", log)  # not lazy: quiet
+    DeviceSplit.build(lazy, scan(lazy), "cpu", "another rank", log, show=False)
+    assert not log.exists()
+
+
 def test_builtin_data_goes_through_the_same_path():
     data = load_dataset(DataConfig("digits"), 0, binary_model=True)
     assert data.splits["train"].encoding == "float32"  # k/16 grey levels are no k/255

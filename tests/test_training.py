@@ -281,3 +281,28 @@ if os.environ.get("VAELAB_DATA"):
         result = vaelab.evaluate(run, iw_samples=10)
         assert result["num_examples"] == 10000
         assert result["iwae"] >= result["elbo"] - 0.5 and -200 < result["iwae"] < -80
+
+
+def test_a_slow_validation_says_so_in_the_log(tmp_path, monkeypatch):
+    """Validating a large split takes minutes (the whole dSprites grid): its progress lines name it, and the next
+    training step names the epoch again."""
+    from vaelab.runs import make_run_config
+    from vaelab.training.trainer import Trainer
+
+    monkeypatch.setenv("VAELAB_PROGRESS_SECONDS", "0.05")
+    config = make_run_config("vae", "digits", {"latent_dim": 2, "hidden": (8,), "epochs": 2, "batch_size": 500})
+    (tmp_path / "run").mkdir()
+    trainer = Trainer(config, tmp_path / "run", torch.device("cpu"))
+    batches = trainer.data.eval_batches
+
+    def slow(split: str, size: int):
+        for x in batches(split, size):
+            time.sleep(0.3)
+            yield x
+
+    monkeypatch.setattr(trainer.data, "eval_batches", slow)
+    trainer.fit()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "validating epoch 1: 2/4 steps" in log and "validating epoch 2: 4/4 steps" in log
+    last = log.splitlines()[-1]  # after validating, the epoch is named again
+    assert " epoch 2: 4/4 steps (100%)" in last and "validating" not in last

@@ -244,11 +244,14 @@ def load_dataset(
     binary_model: bool = False,
     root: str | os.PathLike | None = None,
     world: int = 1,
+    log: Path | None = None,
+    progress: bool = True,
 ) -> Dataset:
     """Read the data set, carve the validation split, binarize as configured, hold it on ``device`` or stream it.
 
     ``root`` is the folder a relative ``config.path`` is relative to (the run folder); ``world`` the processes
-    sharing the machine's loader workers."""
+    sharing the machine's loader workers; the progress of slow reads is shown (``progress``) and appended to ``log``
+    (RUN/train.log)."""
     device = torch.device(device)
     options: dict[str, Any] = {key: getattr(config, key) for key in SOURCE_OPTIONS if getattr(config, key)}
     entry = DATASETS.entry(config.name)
@@ -305,7 +308,7 @@ def load_dataset(
         if stream and not binarized:  # binarized splits are held as bits: an eighth of a byte per value
             splits[name] = StreamSplit(raw[name], s.encoding, s.lo, s.hi, device, workers)
         else:
-            splits[name] = DeviceSplit.build(raw[name], s, device)
+            splits[name] = DeviceSplit.build(raw[name], s, device, f"{config.name}, {name} split", log, progress)
     held = sum(sp.nbytes for sp in splits.values())
     how = found["train"].encoding
     note = (

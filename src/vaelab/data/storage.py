@@ -13,13 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vaelab.data.base import LazyArray, chunks
+from vaelab.core.progress import Progress
+from vaelab.data.base import CHUNK_BYTES, LazyArray, chunks
 
 ENCODINGS = ("uint8", "bits", "float32")
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits' bit order: the first pixel is the high bit
@@ -102,14 +104,30 @@ class DeviceSplit:
         self.value_range = (lo, hi)
 
     @classmethod
-    def build(cls, array: Any, found: Scan, device: torch.device | str) -> DeviceSplit:
-        """Copy ``array`` to ``device`` block by block, encoded (never the whole array as float32 on the host)."""
+    def build(
+        cls,
+        array: Any,
+        found: Scan,
+        device: torch.device | str,
+        what: str = "examples",
+        log: Path | None = None,
+        show: bool = True,
+    ) -> DeviceSplit:
+        """Copy ``array`` to ``device`` block by block, encoded (never the whole array as float32 on the host).
+
+        Rows drawn when read (a ``LazyArray``: rendered sprites, decoded image files) that span more than one block
+        show their progress as ``what`` (on the terminal, and appended to ``log`` when given; ``show=False``: not at
+        all, e.g. on the other ranks of a distributed run): drawing the whole dSprites grid takes minutes."""
         shape = tuple(array.shape[1:])
         width = -(-int(np.prod(shape)) // 8) if found.encoding == "bits" else int(np.prod(shape))
         dtype = torch.float32 if found.encoding == "float32" else torch.uint8
         data = torch.empty((len(array), width), dtype=dtype, device=device)
-        for start, block in chunks(array):
-            data[start : start + len(block)] = torch.from_numpy(np.ascontiguousarray(encode(block, found.encoding)))
+        per_row = int(np.prod(shape)) * np.dtype(array.dtype).itemsize
+        slow = show and isinstance(array, LazyArray) and len(array) * per_row > CHUNK_BYTES
+        with Progress(len(array), f"reading {what}", "examples", log=log, enabled=slow) as progress:
+            for start, block in chunks(array):
+                data[start : start + len(block)] = torch.from_numpy(np.ascontiguousarray(encode(block, found.encoding)))
+                progress.advance(len(block))
         return cls(data, found.encoding, shape, found.lo, found.hi)
 
     @classmethod

@@ -83,6 +83,11 @@ class Monitor:
     def print(self, message: str) -> None:
         self.progress.print(message)
 
+    def describe(self, text: str) -> None:
+        """What the job is doing between steps (e.g. validating), shown in place of the epoch until the next step."""
+        if self.enabled:
+            self.progress.describe(text)
+
     def close(self) -> None:
         self.progress.close()
         if self._tb is not None:

@@ -45,7 +45,7 @@ from vaelab.runs import (
     save_weights,
 )
 from vaelab.runs.config import data_now
-from vaelab.runs.folder import Claim, claim, default_run_name, has_run
+from vaelab.runs.folder import LOG, Claim, claim, default_run_name, has_run
 from vaelab.runs.schedules import LR_SCHEDULES
 from vaelab.training import fitters  # noqa: F401  (registration)
 from vaelab.training.distributed import (
@@ -421,7 +421,9 @@ class Trainer:
         binary = model_cls.needs_binary_data(config.model_config)
         # a resumed run whose recorded data folder is gone reads $VAELAB_DATA (the data spec must still match)
         data = config.data if state is None else data_now(config.data)
-        self.data: Dataset = load_dataset(data, tc.seed, device, binary, root=run_dir, world=world)
+        self.data: Dataset = load_dataset(  # a slow read (the whole dSprites grid) shows its progress on rank 0
+            data, tc.seed, device, binary, root=run_dir, world=world, log=self.run_dir / LOG, progress=rank == 0
+        )
         spec = DataSpec(self.data.shape, self.data.size("train"))
         if config.data_spec is not None and config.data_spec != spec:
             raise VaelabError(
@@ -620,6 +622,8 @@ class Trainer:
                 save_weights(self.run_dir, self.model)
             return
         self.model.eval()
+        epoch = self.epoch + (self.batch_in_epoch > 0)  # a budget of max_steps that ends inside epoch E: E
+        monitor.describe(f"validating epoch {epoch}")  # shown until the next training step
         sums: dict[str, float] = {}
         n = 0
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -629,6 +633,7 @@ class Trainer:
                 for k, v in {"loss": loss.total, **loss.terms}.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * len(x)
                 n += len(x)
+        monitor.describe(f"epoch {epoch}")
         means = {k: v / n for k, v in sums.items()}
         val = means["loss"]
         if not math.isfinite(val):
@@ -637,7 +642,6 @@ class Trainer:
                 f"the validation loss became non-finite at epoch {self.epoch}; the last good state (step "
                 f"{self._last_checkpoint}) is kept; try {self._nan_advice()}"
             )
-        epoch = self.epoch + (self.batch_in_epoch > 0)  # a budget of max_steps that ends inside epoch E: E
         monitor.log({"split": "val", "step": self.step, "epoch": epoch, **means})
         if val < self.best_val:
             self.best_val, self.bad_epochs, self.best_epoch = val, 0, epoch
