@@ -188,7 +188,7 @@ def test_uint8_and_bits_decode_exactly():
 def test_rows_drawn_when_read_show_their_progress_when_they_span_more_than_one_block(tmp_path, monkeypatch):
     """A lazy split (rendered sprites, decoded image files) over more than one block of CHUNK_BYTES shows its
     progress on the terminal and in the log; a small or already-held one stays quiet."""
-    from vaelab.data import base, storage
+    from vaelab.data import base
 
     class Stripes(base.LazyArray):
         dtype = np.dtype(np.bool_)
@@ -199,8 +199,7 @@ def test_rows_drawn_when_read_show_their_progress_when_they_span_more_than_one_b
         def rows(self, indices: np.ndarray) -> np.ndarray:
             return (np.asarray(indices)[:, None, None, None] + np.arange(16).reshape(1, 1, 4, 4)) % 3 == 0
 
-    monkeypatch.setattr(storage, "CHUNK_BYTES", 16 * 100)  # blocks of 100 rows
-    monkeypatch.setattr(base, "CHUNK_BYTES", 16 * 100)
+    monkeypatch.setattr(base, "CHUNK_BYTES", 16 * 100)  # blocks of 100 rows
     log = tmp_path / "train.log"
     lazy = Stripes(250)
     split = DeviceSplit.build(lazy, scan(lazy), "cpu", "sprites, train split", log)

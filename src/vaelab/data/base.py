@@ -73,10 +73,15 @@ def take(array: Any, indices: np.ndarray) -> Any:
     return Rows(array, indices)
 
 
+def chunk_rows(array: Any) -> int:
+    """Rows of ``array`` in one block of about CHUNK_BYTES."""
+    per_row = max(1, int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize)
+    return max(1, CHUNK_BYTES // per_row)
+
+
 def chunks(array: Any, rows: int | None = None):
     """(start, ndarray) blocks of about CHUNK_BYTES covering ``array``, in order."""
-    per_row = max(1, int(np.prod(array.shape[1:])) * np.dtype(array.dtype).itemsize)
-    step = rows or max(1, CHUNK_BYTES // per_row)
+    step = rows or chunk_rows(array)
     for start in range(0, len(array), step):
         yield start, np.asarray(array[start : start + step])
 

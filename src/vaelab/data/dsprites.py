@@ -277,9 +277,10 @@ def packed_source(data_dir: Path | None = None) -> FactorDataset:
 
 
 FACTOR_SOURCES["dsprites"] = packed_source
+FACTOR_SOURCES["dsprites-small"] = small_source
+
 #: images a ``dsprites`` run draws from the grid unless ``images`` says otherwise
 DEFAULT_IMAGES = 100_000
-FACTOR_SOURCES["dsprites-small"] = small_source
 
 
 @DATASETS.register(

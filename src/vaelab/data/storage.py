@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from vaelab.core.progress import Progress
-from vaelab.data.base import CHUNK_BYTES, LazyArray, chunks
+from vaelab.data.base import LazyArray, chunk_rows, chunks
 
 ENCODINGS = ("uint8", "bits", "float32")
 _SHIFTS = torch.arange(7, -1, -1, dtype=torch.uint8)  # np.packbits' bit order: the first pixel is the high bit
@@ -122,8 +122,7 @@ class DeviceSplit:
         width = -(-int(np.prod(shape)) // 8) if found.encoding == "bits" else int(np.prod(shape))
         dtype = torch.float32 if found.encoding == "float32" else torch.uint8
         data = torch.empty((len(array), width), dtype=dtype, device=device)
-        per_row = int(np.prod(shape)) * np.dtype(array.dtype).itemsize
-        slow = show and isinstance(array, LazyArray) and len(array) * per_row > CHUNK_BYTES
+        slow = show and isinstance(array, LazyArray) and len(array) > chunk_rows(array)
         with Progress(len(array), f"reading {what}", "examples", log=log, enabled=slow) as progress:
             for start, block in chunks(array):
                 data[start : start + len(block)] = torch.from_numpy(np.ascontiguousarray(encode(block, found.encoding)))
