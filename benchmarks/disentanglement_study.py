@@ -136,7 +136,7 @@ def held(path: Path, wait: bool) -> Iterator[bool]:
         yield True
 
 
-def _settings(cell: Cell, seed: int, spec: dict[str, Any]) -> dict[str, Any]:
+def _settings(cell: Cell, spec: dict[str, Any]) -> dict[str, Any]:
     """What a cell's score depends on: its options, the budget, and the metric protocol (sizes, quick, seed)."""
     return {
         "options": {k: v for k, v in cell.options.items() if k not in ("seed", "epochs")},
@@ -145,6 +145,11 @@ def _settings(cell: Cell, seed: int, spec: dict[str, Any]) -> dict[str, Any]:
         "sizes": spec.get("sizes"),
         "metric_seed": int(spec.get("metric_seed", 0)),
     }
+
+
+def _taken_with(row: dict[str, Any], cell: Cell, spec: dict[str, Any]) -> bool:
+    """Whether a kept score row was taken with the cell's settings as the spec gives them now."""
+    return all(row.get(key) == value for key, value in _settings(cell, spec).items())
 
 
 def _check_trained(run: Any, expected: Any, run_dir: Path, label: str) -> None:
@@ -167,11 +172,11 @@ def run_cell(cell: Cell, seed: int, spec: dict[str, Any], out: Path) -> dict[str
     used again only when everything it depends on is unchanged (``_settings``), and a kept run only when it was
     trained with the cell's settings; else the run is scored anew, or refused."""
     run_dir = out / cell.folder / f"seed-{seed}"
-    settings = _settings(cell, seed, spec)
+    settings = _settings(cell, spec)
     epochs = settings["epochs"]
     if (run_dir / "score.json").is_file():
         row = json.loads((run_dir / "score.json").read_text())
-        if all(row.get(key) == value for key, value in settings.items()):
+        if _taken_with(row, cell, spec):
             return row
     expected = make_run_config(cell.model, cell.data, {**cell.options, "seed": seed, "epochs": epochs})
     start = time.perf_counter()
@@ -214,9 +219,7 @@ def current(rows: list[dict[str, Any]], cells: list[Cell], spec: dict[str, Any])
     return [
         r
         for r in rows
-        if r.get("cell") in by_label
-        and r.get("seed") in seeds
-        and all(r.get(k) == v for k, v in _settings(by_label[r["cell"]], r["seed"], spec).items())
+        if r.get("cell") in by_label and r.get("seed") in seeds and _taken_with(r, by_label[r["cell"]], spec)
     ]
 
 

@@ -97,7 +97,7 @@ def test_a_kept_score_is_used_again_only_for_the_same_settings_and_a_run_of_othe
     cell = cells[1]  # β-VAE β=4
     run_dir = tmp_path / cell.folder / "seed-0"
     run_dir.mkdir(parents=True)
-    kept = {"cell": cell.label, "seed": 0, **study._settings(cell, 0, spec), "scores": {"mig": 0.5}}
+    kept = {"cell": cell.label, "seed": 0, **study._settings(cell, spec), "scores": {"mig": 0.5}}
     (run_dir / "score.json").write_text(json.dumps(kept))
     trained = []
     monkeypatch.setattr(study, "train", lambda *a, **k: trained.append(a))
@@ -115,12 +115,12 @@ def test_a_kept_score_is_used_again_only_for_the_same_settings_and_a_run_of_othe
         study.run_cell(changed, 0, spec, tmp_path)
     assert not trained
     for key, other in [("metric_seed", 1), ("quick", True), ("sizes", None)]:  # the protocol is part of the key
-        assert study._settings(cell, 0, {**spec, key: other}) != study._settings(cell, 0, spec)
+        assert study._settings(cell, {**spec, key: other}) != study._settings(cell, spec)
 
 
 def test_the_report_leaves_out_scores_of_cells_or_settings_the_spec_no_longer_has():
     spec, cells = study.read_spec(SCRIPT.parent / "studies" / "dsprites-small-tiny.json")
-    row = {"cell": cells[0].label, "seed": 0, **study._settings(cells[0], 0, spec)}
+    row = {"cell": cells[0].label, "seed": 0, **study._settings(cells[0], spec)}
     stale = {**row, "options": {**row["options"], "beta": 2}}
     gone = {**row, "cell": "a cell no longer in the spec"}
     other_seed = {**row, "seed": 7}
