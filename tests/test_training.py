@@ -285,7 +285,7 @@ if os.environ.get("VAELAB_DATA"):
 
 def test_a_slow_validation_says_so_in_the_log(tmp_path, monkeypatch):
     """Validating a large split takes minutes (the whole dSprites grid): its progress lines name it, and the next
-    training step names the epoch again."""
+    lines after it name the epoch again."""
     from vaelab.runs import make_run_config
     from vaelab.training.trainer import Trainer
 
