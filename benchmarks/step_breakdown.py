@@ -5,7 +5,7 @@ benchmark does (the MLP VAE 784-512-16 or the conv VAE, dynamically binarized MN
 single training steps on the trainer's own networks, optimizer and batches, switching the variant at every step:
 
     hand            the hand loop's formulas (``throughput.hand_train``): encoder, chunk, softplus, z = mu + sigma
-                    eps, ``binary_cross_entropy_with_logits(reduction="sum")``, the KL formula, Adam
+                    eps, ``hand_reconstruction`` (cross-entropy with ``reduction="sum"``), ``hand_kl``, Adam
     + posterior     q(z|x) = ``model.posterior_of(x)`` and z = ``q.rsample()``; the rest by hand
     + KL            and the KL by ``closed_form_kl(q, model.prior())`` (the registered rule)
     + likelihood    and the reconstruction term as ``-model.decode(z).log_prob(x).mean()``
@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).parent))
-import throughput  # the same configuration and Trainer as the throughput benchmark
+import throughput  # the same configuration, Trainer and hand-loop formulas as the throughput benchmark
+from throughput import hand_kl, hand_reconstruction
 
 from vaelab.probability import closed_form_kl
 from vaelab.probability.posteriors import MIN_SCALE
@@ -55,14 +56,11 @@ def variants(trainer: throughput.Trainer) -> dict[str, Callable[[Tensor], None]]
         loss.backward()
         optimizer.step()
 
-    def hand_kl(mu: Tensor, std: Tensor, batch: int) -> Tensor:
-        return (0.5 * (mu.square() + std.square() - 1).sum() - std.log().sum()) / batch
-
     def hand(x: Tensor) -> None:
         mu, raw = encoder(x).chunk(2, dim=-1)
         std = F.softplus(raw) + MIN_SCALE
         z = mu + std * torch.randn_like(std)
-        update(F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum") / len(x) + hand_kl(mu, std, len(x)))
+        update(hand_reconstruction(decoder(z), x) + hand_kl(mu, std))
 
     def pieces(kl: bool, likelihood: bool) -> Callable[[Tensor], None]:
         def step(x: Tensor) -> None:
@@ -71,11 +69,11 @@ def variants(trainer: throughput.Trainer) -> dict[str, Callable[[Tensor], None]]
             if likelihood:
                 reconstruction = -model.decode(z).log_prob(x).mean()
             else:
-                reconstruction = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum") / len(x)
+                reconstruction = hand_reconstruction(decoder(z), x)
             if kl:
                 divergence = closed_form_kl(q, model.prior()).mean()
             else:
-                divergence = hand_kl(q.base_dist.loc, q.base_dist.scale, len(x))
+                divergence = hand_kl(q.base_dist.loc, q.base_dist.scale)
             update(reconstruction + divergence)
 
         return step

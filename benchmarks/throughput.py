@@ -133,6 +133,16 @@ def timed_result(seconds: float, cpu_seconds: float, samples: int, loss: float) 
 # -- (b) the hand-written loop -----------------------------------------------------------------------
 
 
+def hand_reconstruction(logits: Tensor, x: Tensor) -> Tensor:
+    """The hand loop's reconstruction term: the summed binary cross-entropy, averaged over the batch."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+
+
+def hand_kl(mu: Tensor, std: Tensor) -> Tensor:
+    """The hand loop's KL(N(mu, std^2) || N(0, I)), summed over the units and averaged over the batch."""
+    return (0.5 * (mu.square() + std.square() - 1).sum() - std.log().sum()) / len(mu)
+
+
 def hand_train(args: argparse.Namespace, x_train: Tensor, epochs: int, steps: int) -> dict[str, Any]:
     """Train the VAE with a plain loop on ``x_train`` (N, 1, 28, 28); return the timing and the last epoch's loss."""
     device, batch = x_train.device, args.batch_size
@@ -151,9 +161,7 @@ def hand_train(args: argparse.Namespace, x_train: Tensor, epochs: int, steps: in
             mu, raw = encoder(x).chunk(2, dim=-1)
             std = F.softplus(raw) + MIN_SCALE
             z = mu + std * torch.randn_like(std)
-            reconstruction = F.binary_cross_entropy_with_logits(decoder(z), x, reduction="sum") / batch
-            kl = (0.5 * (mu.square() + std.square() - 1).sum() - std.log().sum()) / batch
-            loss = reconstruction + kl
+            loss = hand_reconstruction(decoder(z), x) + hand_kl(mu, std)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
